@@ -1,0 +1,82 @@
+/// What every backend (GDB stub, process, /dev/kmem, /dev/mem, /proc/kcore, ELF file) offers the
+/// patch engine. Addresses are virtual addresses of the target's code, as symbols give them.
+///
+/// The engine drives a write as: `identity()` → reads for preflight → `stop()` → `programCounters()`
+/// → writes → reads back → `resume()`. Backends that cannot stop the world say so in `capabilities`,
+/// and the engine then restricts itself to single naturally-aligned stores.
+public protocol MemoryTarget: AnyObject {
+    /// How the target was named (`gdb:127.0.0.1:1234`, `pid:42`, `file:/tmp/a.out`): for messages.
+    var name: String { get }
+    var capabilities: TargetCapabilities { get }
+
+    /// Which kernel or program this is, for binding bundles to exactly one build.
+    func identity() throws -> TargetIdentity
+
+    /// Reads exactly `count` bytes at `address`, or throws. Never reads more than asked.
+    func read(at address: UInt64, count: Int) throws -> [UInt8]
+
+    /// Writes `bytes` at `address`. Callers check first; backends only carry the bytes.
+    func write(at address: UInt64, bytes: [UInt8]) throws
+
+    /// Stops every CPU or thread. Nested calls are not supported. A no-op error for backends that cannot.
+    func stop() throws
+
+    /// Resumes what `stop()` stopped. Safe to call when not stopped.
+    func resume() throws
+
+    /// The program counters of all CPUs or threads; valid while stopped.
+    func programCounters() throws -> [ExecutionContext]
+
+    /// Releases the backend (resuming the target first if it is stopped). Idempotent.
+    func close()
+}
+
+public struct TargetCapabilities: OptionSet, Sendable, Hashable {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+
+    /// `stop()`/`resume()` freeze and thaw every CPU or thread.
+    public static let stop = TargetCapabilities(rawValue: 1 << 0)
+    /// `write` is possible (kcore is read-only).
+    public static let write = TargetCapabilities(rawValue: 1 << 1)
+    /// `programCounters()` answers while stopped.
+    public static let programCounters = TargetCapabilities(rawValue: 1 << 2)
+    /// The target is live (kernel or process), not a file.
+    public static let live = TargetCapabilities(rawValue: 1 << 3)
+}
+
+/// One CPU (vCPU) or thread and where it was when stopped.
+public struct ExecutionContext: Sendable, Hashable {
+    /// vCPU number (gdb thread id) or thread id (tid).
+    public var id: String
+    public var programCounter: UInt64
+    /// Return addresses found on this context's stack, where the backend can see them (may be empty).
+    public var returnAddresses: [UInt64]
+    public init(id: String, programCounter: UInt64, returnAddresses: [UInt64] = []) {
+        self.id = id
+        self.programCounter = programCounter
+        self.returnAddresses = returnAddresses
+    }
+}
+
+/// Which kernel or program a target is. Two identities match when every field both sides know agrees.
+public struct TargetIdentity: Codable, Sendable, Hashable {
+    public enum Kind: String, Codable, Sendable { case kernel, process, file }
+    public var kind: Kind
+    /// Kernel release (`6.1.0-56-amd64`), where known.
+    public var release: String?
+    /// GNU build-id in lowercase hex (kernel's from its notes, or the executable's).
+    public var buildID: String?
+    /// The kernel's `linux_banner` text, where read.
+    public var banner: String?
+    /// A process' executable path, or the file's path.
+    public var path: String?
+
+    public init(kind: Kind, release: String? = nil, buildID: String? = nil, banner: String? = nil, path: String? = nil) {
+        self.kind = kind
+        self.release = release
+        self.buildID = buildID
+        self.banner = banner
+        self.path = path
+    }
+}
