@@ -5,7 +5,7 @@
 /// The same computation gives a process' load bias: a PIE's `nm` addresses against the live ones.
 public enum KASLR {
     /// Anchors tried as a cross-check when fewer than two of the given ones are in both lists:
-    /// `startup_64` is the first code of x86-64's image, at `_text` on every kernel since 2.6.
+    /// `startup_64`, x86-64's entry code, moves with the image like every core symbol.
     public static let crossCheckAnchors = ["startup_64"]
 
     /// The page size slides are a multiple of (the kernel moves by 2 MiB, a PIE by pages).
