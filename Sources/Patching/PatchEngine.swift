@@ -283,7 +283,8 @@ public struct PatchEngine {
                 let h = hunks[i]
                 do {
                     try target.write(at: h.address, bytes: h[keyPath: from])
-                    restored = restored && (try target.read(at: h.address, count: h[keyPath: from].count)) == h[keyPath: from]
+                    let back = try target.read(at: h.address, count: h[keyPath: from].count)
+                    if back != h[keyPath: from] { restored = false }
                 } catch { restored = false }
             }
             if canStop { try? target.resume() }
