@@ -60,7 +60,7 @@ func expectMatchesReadelf(_ path: String, file: ELFFile? = nil, checkRelocations
         for (row, symbol) in zip(table.rows, symbols) {
             symbolCount += 1
             var name = symbol.name
-            if symbol.type == .section, name.isEmpty, Int(symbol.sectionIndex) < elf.sections.count {
+            if symbol.type == .section, name.isEmpty, !symbol.hasSpecialSectionIndex, Int(symbol.sectionIndex) < elf.sections.count {
                 name = elf.sections[Int(symbol.sectionIndex)].name   // readelf names section symbols
             }
             var expectedName = row.name
@@ -68,7 +68,8 @@ func expectMatchesReadelf(_ path: String, file: ELFFile? = nil, checkRelocations
             let ours = Readelf.SymbolRow(
                 index: symbol.index, value: symbol.value, size: symbol.size, type: Readelf.symbolTypeName(symbol.type),
                 binding: Readelf.bindingName(symbol.binding), visibility: Readelf.visibilityName(symbol.visibility),
-                sectionIndex: Readelf.sectionIndexName(symbol.sectionIndex), name: name)
+                sectionIndex: symbol.hasSpecialSectionIndex || symbol.isUndefined
+                    ? Readelf.sectionIndexName(symbol.sectionIndex) : "\(symbol.sectionIndex)", name: name)
             var theirs = row
             theirs.name = expectedName
             if ours != theirs { differ("\(table.name) symbol \(row.index): readelf \(theirs) vs ELFFile \(ours)") }
