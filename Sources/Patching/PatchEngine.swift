@@ -24,6 +24,9 @@ public struct PatchEngine {
     public let symbols: SymbolIndex?
     public let journal: Journal
     public let architecture: Architecture
+    /// Fault injection for the crash-recovery tests: sleep this long (µs) after each hunk's write,
+    /// so a test can kill Suture between two writes. Zero in normal use.
+    public var delayAfterEachHunkMicroseconds: UInt32 = 0
 
     public init(target: MemoryTarget, targetName: String, symbols: SymbolIndex?, journal: Journal,
                 architecture: Architecture = .x86_64) {
@@ -275,6 +278,7 @@ public struct PatchEngine {
                 guard back == new else {
                     throw PatchError.verifyFailed(location: h.location, address: h.address, wrote: new, found: back)
                 }
+                if delayAfterEachHunkMicroseconds > 0 { usleep(delayAfterEachHunkMicroseconds) }
             }
         } catch {
             // Undo in reverse order while still stopped, so no CPU ever runs a partial patch.
@@ -313,9 +317,10 @@ public struct PatchEngine {
                     let guarded: Range<UInt64>
                     if spansMore, let f = h.function, let size = f.size { guarded = f.address..<(f.address + size) }
                     else { guarded = h.range }
-                    // A PC exactly at the start is fine: that instruction has not begun.
+                    // Conservative: a PC anywhere in [start, end) counts, even one about to begin
+                    // the first patched instruction (its fetch may already be under way on real CPUs).
                     let addresses = [context.programCounter] + context.returnAddresses
-                    for pc in addresses where guarded.contains(pc) && !(pc == h.range.lowerBound && !spansMore && pc == context.programCounter) {
+                    for pc in addresses where guarded.contains(pc) {
                         let where_ = symbols?.symbolize(pc).map { "\($0.symbol.name)+\(Hex.address($0.offset))" } ?? Hex.address(pc)
                         lastBusy.append("\(context.id) at \(where_)\(pc == context.programCounter ? "" : " (return address)")")
                     }

@@ -5,6 +5,10 @@ struct Suture: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "suture",
         abstract: "Patch the machine code of a running Linux kernel or process: safely, verifiably, reversibly.",
-        subcommands: [SymbolsCommand.self]
+        subcommands: [
+            SymbolsCommand.self,
+            ReadCommand.self, PokeCommand.self, FlipCommand.self,
+            ApplyCommand.self, RevertCommand.self, StatusCommand.self, RecoverCommand.self,
+        ]
     )
 }

@@ -35,9 +35,14 @@ struct TargetOptions: ParsableArguments {
             let target = try GDBRemoteTarget(host: host, port: port, kernel: explicit.map(Self.kernelSymbols))
             return TargetSession(name: spec.description, target: target, symbols: explicit)
         case .lab:
-            let lab = try LabVM.running()
-            let symbols = try explicit ?? lab.kallsymsIndex()
-            let target = try GDBRemoteTarget(host: "127.0.0.1", port: lab.gdbPort, kernel: Self.kernelSymbols(symbols))
+            // The lab VM's gdbstub, with the guest's own kallsyms (cached per boot and module list).
+            let lab = LabVM()
+            guard case let .up(state) = try lab.status() else { throw LabError.notUp(runFolder: LabPaths().runFolder) }
+            let symbols = try explicit ?? {
+                let kallsyms = try lab.kallsyms()
+                return SymbolIndex(try KallsymsParser.parse(kallsyms.text, file: kallsyms.path))
+            }()
+            let target = try GDBRemoteTarget(host: "127.0.0.1", port: state.gdbPort, kernel: Self.kernelSymbols(symbols))
             return TargetSession(name: "lab", target: target, symbols: symbols)
         case let .process(pid):
             let symbols = try explicit ?? ProcessSymbols.load(pid: pid)
@@ -99,7 +104,12 @@ final class TargetSession {
     deinit { target.close() }
 
     func engine(journal: Journal) -> PatchEngine {
-        PatchEngine(target: target, targetName: name, symbols: symbols, journal: journal)
+        var engine = PatchEngine(target: target, targetName: name, symbols: symbols, journal: journal)
+        // Fault injection for the kill -9 recovery test; documented in the README's testing section.
+        if let delay = ProcessInfo.processInfo.environment["SUTURE_TEST_HUNK_DELAY_US"].flatMap(UInt32.init) {
+            engine.delayAfterEachHunkMicroseconds = delay
+        }
+        return engine
     }
 
     /// Resolves an address expression through this target's symbols.
