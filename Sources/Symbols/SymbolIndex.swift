@@ -21,6 +21,9 @@ public struct SymbolIndex: Sendable {
     /// One address space per section name (nil: absolute addresses, i.e. everything but the
     /// symbols of relocatable objects).
     private let spaces: [String?: AddressSpace]
+    /// For a linked ELF file: its allocated sections, sorted. Addresses outside all of them have no
+    /// symbol. Empty: no such limit (kallsyms, System.map, relocatable objects).
+    var regions: [Range<UInt64>] = []
 
     public var count: Int { records.count }
 
@@ -186,8 +189,20 @@ public struct SymbolIndex: Sendable {
     }
 
     public func symbolize(_ address: UInt64, section: String?) -> (symbol: SymbolRecord, offset: UInt64)? {
-        guard let i = spaces[section]?.all.lookup(address, records: records, sizeInferred: sizeInferred) else { return nil }
+        guard inRegions(address, section: section),
+              let i = spaces[section]?.all.lookup(address, records: records, sizeInferred: sizeInferred) else { return nil }
         return (records[Int(i)], address - records[Int(i)].address)
+    }
+
+    private func inRegions(_ address: UInt64, section: String?) -> Bool {
+        guard section == nil, !regions.isEmpty else { return true }
+        // Last region starting at or below the address.
+        var low = 0, high = regions.count
+        while low < high {
+            let mid = (low + high) / 2
+            if regions[mid].lowerBound <= address { low = mid + 1 } else { high = mid }
+        }
+        return low > 0 && regions[low - 1].contains(address)
     }
 
     /// The function containing `address` (data symbols are ignored).
@@ -196,7 +211,8 @@ public struct SymbolIndex: Sendable {
     }
 
     public func function(containing address: UInt64, section: String?) -> SymbolRecord? {
-        guard let i = spaces[section]?.functions.lookup(address, records: records, sizeInferred: sizeInferred) else { return nil }
+        guard inRegions(address, section: section),
+              let i = spaces[section]?.functions.lookup(address, records: records, sizeInferred: sizeInferred) else { return nil }
         return records[Int(i)]
     }
 }
