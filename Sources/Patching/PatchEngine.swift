@@ -57,12 +57,21 @@ public struct PatchEngine {
         let resolved = try bundle.hunks.map { try ResolvedHunk.resolve($0, symbols: symbols) }
         return try journal.withLock {
             try refuseIfInterrupted()
-            if let existing = try journal.patches(target: targetName).first(where: { $0.id == bundle.id }), existing.state == .applied {
+            let applied = try journal.patches(target: targetName).filter { $0.state == .applied }
+            if applied.contains(where: { $0.id == bundle.id }) {
                 throw PatchError.wrongState(id: bundle.id, state: .applied, wanted: "apply it again")
+            }
+            // Stacking a patch on bytes another one owns would make either revert restore the wrong bytes.
+            for h in resolved {
+                for other in applied {
+                    if let clash = other.hunks.first(where: { $0.address < h.range.upperBound && h.range.lowerBound < $0.address + UInt64($0.replacement.count) }) {
+                        throw PatchError.overlaps(location: h.hunk.location, patch: other.id, other: clash.location)
+                    }
+                }
             }
             var report = try Preflight(target: target, architecture: arch, options: options)
                 .run(bundle: bundle, hunks: resolved, symbols: symbols)
-            let applied = zip(resolved, report.live).map { h, live in
+            let hunks = zip(resolved, report.live).map { h, live in
                 AppliedHunk(location: h.hunk.location, address: h.address, original: live, replacement: h.hunk.replacement)
             }
             guard report.passed else { throw PatchError.refused(report.findings) }
@@ -73,19 +82,19 @@ public struct PatchEngine {
                     try target.resume()
                     report.findings.append(finding)
                     if !finding.passed && !finding.forced { throw PatchError.refused(report.findings) }
-                    return ApplyResult(bundleID: bundle.id, preflight: report, hunks: applied, pause: nil, attempts: attempts, dryRun: true)
+                    return ApplyResult(bundleID: bundle.id, preflight: report, hunks: hunks, pause: nil, attempts: attempts, dryRun: true)
                 }
-                return ApplyResult(bundleID: bundle.id, preflight: report, hunks: applied, pause: nil, attempts: 0, dryRun: true)
+                return ApplyResult(bundleID: bundle.id, preflight: report, hunks: hunks, pause: nil, attempts: 0, dryRun: true)
             }
             let identity = try? target.identity()
-            try record(.applyIntent, id: bundle.id, identity: identity, description: bundle.description, hunks: applied)
+            try record(.applyIntent, id: bundle.id, identity: identity, description: bundle.description, hunks: hunks)
             do {
-                let (pause, attempts, busy) = try write(applied, resolved: resolved, spans: report.spansInstructions,
+                let (pause, attempts, busy) = try write(hunks, resolved: resolved, spans: report.spansInstructions,
                                                          from: \.original, to: \.replacement, options: options)
                 report.findings.append(busy)
-                try record(.applyDone, id: bundle.id, identity: identity, description: bundle.description, hunks: applied,
+                try record(.applyDone, id: bundle.id, identity: identity, description: bundle.description, hunks: hunks,
                            pause: pause?.microseconds)
-                return ApplyResult(bundleID: bundle.id, preflight: report, hunks: applied, pause: pause, attempts: attempts, dryRun: false)
+                return ApplyResult(bundleID: bundle.id, preflight: report, hunks: hunks, pause: pause, attempts: attempts, dryRun: false)
             } catch let error as WriteFailure {
                 try finish(error, id: bundle.id, abortEvent: .applyAborted, findings: report.findings)
             }

@@ -12,6 +12,8 @@ public enum PatchError: Error, CustomStringConvertible {
     case wrongState(id: String, state: PatchRecord.State, wanted: String)
     case drifted(id: String, location: String, address: UInt64, expected: [UInt8], found: [UInt8])
     case interrupted(ids: [String], target: String)
+    /// The hunk overlaps bytes that another applied patch changed.
+    case overlaps(location: String, patch: String, other: String)
     /// A write failed part-way and the rollback failed too: the journal keeps the intent for `recover`.
     case partialWrite(id: String, underlying: String)
 
@@ -32,6 +34,8 @@ public enum PatchError: Error, CustomStringConvertible {
             return "patch \(id): \(location) (\(Hex.address(address))) holds \(Hex.bytes(found)), not the \(Hex.bytes(expected)) Suture wrote: something else changed it (use --force to overwrite)"
         case let .interrupted(ids, target):
             return "an earlier apply or revert on \(target) was interrupted (\(ids.joined(separator: ", "))): run `suture recover -t \(target)` first"
+        case let .overlaps(location, patch, other):
+            return "\(location) overlaps \(other) of applied patch \(patch): revert it first"
         case let .partialWrite(id, underlying):
             return "patch \(id): write failed part-way and could not be undone (\(underlying)); the journal holds the intent: run `suture recover`"
         }

@@ -64,10 +64,11 @@ import Targets
         #expect(!result.dryRun)
         #expect(result.pause != nil)
         #expect(result.preflight.findings.map(\.check) == [.identity, .bytes, .boundaries, .busy])
-        #expect(result.preflight.findings.allSatisfy(\.passed))
+        #expect(result.preflight.findings.allSatisfy { $0.passed })
         let seen = s.program.linesSeen
         try s.program.waitForLine(after: seen) { $0 == "result 0 1" }
-        #expect(try s.target.read(at: address, count: 1) == [before[0] ^ 1])
+        let flippedByte = try s.target.read(at: address, count: 1)
+        #expect(flippedByte == [before[0] ^ 1])
         #expect(try s.engine.status().map(\.live) == [.applied])
 
         _ = try s.engine.revert(id: bundle.id)
@@ -181,12 +182,15 @@ import Targets
         let bundle = try HandPatch(target: s.target, symbols: s.symbols).flip(at: address)
         _ = try s.engine.apply(bundle)
         let patched = try s.target.read(at: address, count: 2)
-        // Someone else rewrites the byte behind Suture's back.
+        // Someone else rewrites the jump behind Suture's back (into a `jmp` to the same target, so
+        // the victim keeps running).
         try s.target.stop()
-        try s.target.write(at: address + 1, bytes: [patched[1] ^ 0x01])
+        try s.target.write(at: address, bytes: [0xeb])
         try s.target.resume()
         #expect(try s.engine.status().map(\.live) == [.drifted])
-        #expect { try s.engine.revert(id: bundle.id) } throws: { "\($0)".contains("not the \(Hex.bytes(patched)) Suture wrote") }
+        #expect { try s.engine.revert(id: bundle.id) } throws: {
+            "\($0)".contains("holds eb \(Hex.bytes([patched[1]])), not the \(Hex.bytes(patched)) Suture wrote")
+        }
         _ = try s.engine.revert(id: bundle.id, force: true)
         #expect(try s.engine.status().map(\.live) == [.reverted])
     }
