@@ -11,15 +11,25 @@ final class OpenFile: @unchecked Sendable {
     /// The name errors carry (`kmem:/dev/kmem`).
     let targetName: String
 
-    /// Opens read-write when `wantWrite` and permitted, else read-only (then `writable` is false).
-    init(path: String, wantWrite: Bool, targetName: String, syscalls: Syscalls) throws(TargetError) {
+    enum Access {
+        case readOnly
+        case readWrite
+        /// Read-write when permitted, else read-only (then `writable` is false).
+        case readWriteIfPermitted
+    }
+
+    init(path: String, access: Access, targetName: String, syscalls: Syscalls) throws(TargetError) {
         self.path = path
         self.targetName = targetName
         self.syscalls = syscalls
-        if wantWrite, let fd = try? syscalls.open(path, flags: O_RDWR) {
-            self.fd = fd
-            self.writable = true
-            return
+        if access != .readOnly {
+            do {
+                fd = try syscalls.open(path, flags: O_RDWR)
+                writable = true
+                return
+            } catch {
+                if access == .readWrite { throw .system(targetName, "open \(path) for writing", error) }
+            }
         }
         do {
             fd = try syscalls.open(path, flags: O_RDONLY)
