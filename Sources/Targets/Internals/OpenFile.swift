@@ -71,16 +71,22 @@ final class OpenFile: @unchecked Sendable {
         guard writable else {
             throw .notSupported(target: targetName, operation: "write", reason: "\(path) could not be opened for writing")
         }
-        let failure: SystemCallError? = bytes.withUnsafeBytes { raw in
-            do throws(SystemCallError) { try syscalls.pwriteFully(fd, raw, offset: offset); return nil }
-            catch { return error }
+        let outcome: Result<Int, SystemCallError> = bytes.withUnsafeBytes { raw in
+            do throws(SystemCallError) { return .success(try syscalls.pwriteFully(fd, raw, offset: offset)) }
+            catch { return .failure(error) }
         }
-        if let error = failure {
+        switch outcome {
+        case .failure(let error):
             if error.code == EIO || error.code == EFAULT || error.code == ENXIO {
                 throw .unmappedAddress(target: targetName, address: address, count: bytes.count,
                                        detail: "\(error) at file offset \(Hex.address(offset))")
             }
             throw .system(targetName, "write \(bytes.count) byte(s) at \(Hex.address(address))", error)
+        case .success(let n) where n < bytes.count:
+            throw .shortTransfer(target: targetName, operation: "write (no progress)", address: address,
+                                 expected: bytes.count, transferred: n)
+        case .success:
+            return
         }
     }
 
