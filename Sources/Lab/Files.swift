@@ -42,27 +42,10 @@ enum Files {
         try? FileManager.default.removeItem(atPath: path)
     }
 
+    /// The whole file. Files in /proc report size 0, so this reads until end of file rather
+    /// than trusting the size.
     static func read(_ path: String) throws(LabError) -> [UInt8] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw .io(path: path, operation: "open", errno: errno) }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw .io(path: path, operation: "stat", errno: errno) }
-        var result = [UInt8](repeating: 0, count: Int(st.st_size))
-        var done = 0
-        while done < result.count {
-            let n = result.withUnsafeMutableBytes { buffer in
-                Glibc.read(fd, buffer.baseAddress! + done, buffer.count - done)
-            }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw .io(path: path, operation: "read", errno: errno)
-            }
-            if n == 0 { break }
-            done += n
-        }
-        if done < result.count { result.removeSubrange(done...) }
-        return result
+        try read(path, from: 0)
     }
 
     static func readText(_ path: String) throws(LabError) -> String {
@@ -74,19 +57,24 @@ enum Files {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw .io(path: path, operation: "open", errno: errno) }
         defer { close(fd) }
-        var result: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 1 << 20)
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw .io(path: path, operation: "stat", errno: errno) }
+        // Read straight into the result: sized from stat, grown when the file is larger (or in /proc).
+        var result = [UInt8](repeating: 0, count: max(4096, Int(st.st_size) - Int(offset) + 1))
+        var used = 0
         var position = off_t(offset)
         while true {
-            let n = chunk.withUnsafeMutableBytes { pread(fd, $0.baseAddress!, $0.count, position) }
+            if used == result.count { result.append(contentsOf: repeatElement(0, count: result.count)) }
+            let n = result.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + used, $0.count - used, position) }
             if n < 0 {
                 if errno == EINTR { continue }
                 throw .io(path: path, operation: "read", errno: errno)
             }
             if n == 0 { break }
-            result.append(contentsOf: chunk[0..<n])
+            used += n
             position += off_t(n)
         }
+        result.removeSubrange(used...)
         return result
     }
 

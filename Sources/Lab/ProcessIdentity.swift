@@ -40,6 +40,17 @@ public struct ProcessIdentity: Sendable, Hashable, Codable {
         _ = waitpid(pid, &status, WNOHANG)
     }
 
+    /// "exit status N" or "killed by signal N" once our child has ended (and reaps it);
+    /// "running" or "not our child" otherwise.
+    func exitStatus() -> String {
+        var status: Int32 = 0
+        let result = waitpid(pid, &status, WNOHANG)
+        if result == 0 { return "running" }
+        if result < 0 { return "not our child" }
+        let signal = status & 0x7f
+        return signal == 0 ? "exit status \((status >> 8) & 0xff)" : "killed by signal \(signal)"
+    }
+
     /// Sends `signal` only if the pid still names this process.
     @discardableResult
     func signal(_ number: Int32) -> Bool {
