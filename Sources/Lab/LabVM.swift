@@ -73,7 +73,9 @@ public struct LabVM: Sendable {
         var state = LabState(phase: .booting, qemu: identity, gdbPort: gdbPort, serialSocket: paths.serialSocket,
                              serialLog: paths.serialLog, qmpSocket: paths.qmpSocket, bulkFile: paths.bulkFile,
                              kaslr: kaslr, smp: options.smp, memoryMB: options.memoryMB, nfs: options.nfs,
-                             kernel: image.kernel, initramfs: image.initramfs, startedAt: started)
+                             kernel: image.kernel, initramfs: image.initramfs,
+                             // Whole seconds: the state file's ISO 8601 dates keep no fraction.
+                             startedAt: Date(timeIntervalSince1970: started.timeIntervalSince1970.rounded(.down)))
         do {
             try writeState(state)
             // wait=on: QEMU does not start the guest before this connection, so no output is lost.
@@ -319,7 +321,7 @@ public struct LabVM: Sendable {
         }
     }
 
-    private func writeState(_ state: LabState) throws(LabError) {
+    func writeState(_ state: LabState) throws(LabError) {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         encoder.dateEncodingStrategy = .iso8601

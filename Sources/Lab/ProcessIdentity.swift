@@ -62,8 +62,10 @@ public struct ProcessIdentity: Sendable, Hashable, Codable {
     func waitForExit(timeout: Double) -> Bool {
         let deadline = Date().addingTimeInterval(timeout)
         while true {
-            reapIfChild()
-            if !isRunning { return true }
+            if !isRunning {
+                reapIfChild()   // it may have turned into a zombie just now
+                return true
+            }
             if Date() >= deadline { return false }
             usleep(20_000)
         }
