@@ -6,7 +6,7 @@ struct Suture: ParsableCommand {
         commandName: "suture",
         abstract: "Patch the machine code of a running Linux kernel or process: safely, verifiably, reversibly.",
         subcommands: [
-            SymbolsCommand.self,
+            LabCommand.self, SymbolsCommand.self,
             ReadCommand.self, PokeCommand.self, FlipCommand.self,
             ApplyCommand.self, RevertCommand.self, StatusCommand.self, RecoverCommand.self,
         ]

@@ -34,11 +34,44 @@ struct TargetOptions: ParsableArguments {
         case let .gdb(host, port):
             let target = try GDBRemoteTarget(host: host, port: port, kernel: explicit.map(Self.kernelSymbols))
             return TargetSession(name: spec.description, target: target, symbols: explicit)
-        case .lab, .file, .kmem, .mem, .kcore:
-            throw CommandFailure("TEMP")
+        case .lab:
+            // The lab VM's gdbstub, with the guest's own kallsyms (cached per boot and module list).
+            let lab = LabVM()
+            guard case let .up(state) = try lab.status() else { throw LabError.notUp(runFolder: LabPaths().runFolder) }
+            let symbols = try explicit ?? {
+                let kallsyms = try lab.kallsyms()
+                return SymbolIndex(try KallsymsParser.parse(kallsyms.text, file: kallsyms.path))
+            }()
+            let target = try GDBRemoteTarget(host: "127.0.0.1", port: state.gdbPort, kernel: Self.kernelSymbols(symbols))
+            return TargetSession(name: "lab", target: target, symbols: symbols)
         case let .process(pid):
             let symbols = try explicit ?? ProcessSymbols.load(pid: pid)
             return TargetSession(name: spec.description, target: try ProcessTarget(pid: pid), symbols: symbols)
+        case let .file(path):
+            let symbols = try explicit ?? SymbolIndex(elf: ELFFile(path: path))
+            return TargetSession(name: spec.description, target: try FileTarget(path: path), symbols: symbols)
+        case let .kmem(path):
+            let symbols = try explicit ?? Self.procKallsyms()
+            return TargetSession(name: spec.description, target: try KmemTarget(path: path, kernel: Self.kernelSymbols(symbols)), symbols: symbols)
+        case let .mem(path):
+            let symbols = try explicit ?? Self.procKallsyms()
+            // /dev/mem needs phys_base (and page_offset_base) to translate: read their values through
+            // /proc/kcore, which maps virtual addresses itself.
+            let kernel = Self.kernelSymbols(symbols)
+            guard let physBaseAddress = kernel.physBase else {
+                throw CommandFailure("-t mem: no phys_base symbol in the kernel's symbols (give --kallsyms or --system-map)")
+            }
+            let kcore = try KcoreTarget(kernel: kernel)
+            defer { kcore.close() }
+            func value(_ address: UInt64) throws -> UInt64 {
+                try kcore.read(at: address, count: 8).reversed().reduce(0) { $0 << 8 | UInt64($1) }
+            }
+            let target = try DevMemTarget(path: path, physBase: try value(physBaseAddress),
+                                          pageOffsetBase: try kernel.pageOffsetBase.map(value), kernel: kernel)
+            return TargetSession(name: spec.description, target: target, symbols: symbols)
+        case let .kcore(path):
+            let symbols = try explicit ?? Self.procKallsyms()
+            return TargetSession(name: spec.description, target: try KcoreTarget(path: path, kernel: Self.kernelSymbols(symbols)), symbols: symbols)
         case .local:
             throw CommandFailure("-t local needs the helper kernel module, which this build does not have yet (issue 7); on a kernel with /dev/kmem use -t kmem")
         }
