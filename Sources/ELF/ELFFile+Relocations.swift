@@ -70,7 +70,8 @@ extension ELFFile {
                                      found: "\(raw.symbol)")
                 }
                 symbol = try symbols.symbol(Int(raw.symbol))
-                if symbol.type == .section, symbol.name.isEmpty, Int(symbol.sectionIndex) < sections.count {
+                if symbol.type == .section, symbol.name.isEmpty, !symbol.hasSpecialSectionIndex,
+                   Int(symbol.sectionIndex) < sections.count {
                     symbol.name = sections[Int(symbol.sectionIndex)].name
                 }
             }

@@ -1,0 +1,37 @@
+import Foundation
+import Symbols
+import Testing
+import TestSupport
+
+@Suite struct SpeedTests {
+    /// Parsing and indexing the host's kallsyms (about 120k to 200k lines) must take well under the
+    /// 30 ms budget in a release build (`swift test -c release --filter SpeedTests`). A debug build
+    /// runs unoptimized generics about 20 times slower, so it gets its own, looser budget: the test
+    /// still catches accidental quadratic work there.
+    @Test func hostKallsymsParsesAndIndexesFast() throws {
+        let file = try SymbolsFixtures.kallsymsSnapshot()
+        let bytes = try SymbolsFixtures.read(file)
+        var times: [Duration] = []
+        var count = 0
+        for _ in 0..<9 {
+            let start = ContinuousClock.now
+            let index = SymbolIndex(try KallsymsParser.parse(bytes, file: file.path))
+            times.append(ContinuousClock.now - start)
+            count = index.count
+        }
+        let median = times.sorted()[times.count / 2]
+        let optimized = Self.optimized
+        let lines = bytes.lazy.filter { $0 == UInt8(ascii: "\n") }.count
+        print("kallsyms: \(count) symbols, \(bytes.count) bytes: parse+index median \(median) over \(times.count) runs (\(optimized ? "release" : "debug") build)")
+        #expect(count == lines)
+        // 30 ms per 200,000 lines, never less than 30 ms.
+        let budget: Duration = optimized ? .milliseconds(30) * (Double(max(lines, 200_000)) / 200_000) : .milliseconds(1500)
+        #expect(median < budget, "median \(median) over budget \(budget)")
+    }
+
+    #if DEBUG
+    static let optimized = false
+    #else
+    static let optimized = true
+    #endif
+}
