@@ -123,6 +123,9 @@ struct RuntimeSiteCollector {
                     if site == 0 { skipped[layout.table, default: 0] += 1; continue }
                 } else {
                     let relative = try readingELF { () throws(ELFError) in try entries.load(as: Int32.self, at: field) }
+                    // 0 points at the entry itself: padding (the kernel skips it too, e.g. .smp_locks
+                    // is padded to a page).
+                    if relative == 0 { skipped[layout.table, default: 0] += 1; continue }
                     site = entryAddress &+ UInt64(bitPattern: Int64(relative))
                 }
                 guard let (index, offset) = locate(site) else {

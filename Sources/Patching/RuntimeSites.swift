@@ -1,4 +1,5 @@
 import ELF
+import Symbols
 
 /// Every byte range of a file's code (and data) that is rewritten when the file is loaded or while it
 /// runs: relocations, ftrace call sites, return thunks, retpolines, static calls and keys,
@@ -56,6 +57,22 @@ public struct RuntimeSites: Sendable {
         }
         try collector.addTrampolinesFromSymbolTable()
         self.init(file: object.path, sites: collector.sites, skipped: collector.skipped)
+    }
+
+    /// Reads the sites of a stripped vmlinux (decompressed from the bzImage, KASLR relocation table
+    /// still appended), its tables found through `symbols` (System.map, or a live kallsyms with
+    /// `slide` the KASLR offset of its addresses; module symbols are ignored).
+    public init(vmlinux: ELFFile, symbols: SymbolIndex, slide: Int64 = 0) throws(RuntimeSitesError) {
+        var collector = RuntimeSiteCollector(file: vmlinux)
+        let unslide = { (address: UInt64) in address &- UInt64(bitPattern: slide) }
+        try collector.addLinkedTables { name in
+            symbols.symbols(named: name).first { $0.module == nil }.map { unslide($0.address) }
+        }
+        for record in symbols.records where record.module == nil && record.name.hasPrefix("__SCT__") {
+            collector.addTrampoline(at: unslide(record.address))
+        }
+        try collector.addKASLRRelocations()
+        self.init(file: vmlinux.path, sites: collector.sites, skipped: collector.skipped)
     }
 
     // MARK: Queries

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import ELF
+import Symbols
 import TestSupport
 @testable import Patching
 
@@ -192,5 +193,87 @@ import TestSupport
             let text = "\(error)"
             return text.contains("broken-nfs.ko") && text.contains("__mcount_loc") && text.contains(".text+0x7fff0000")
         }
+    }
+
+    /// The tables that have an output section of their own in vmlinux (vmlinux.lds.S puts the start
+    /// and end symbols at its bounds), so their symbols can be made from the section headers: Debian's
+    /// /boot/System.map is a placeholder and the real one is in the -dbg package.
+    static let sectionBoundedTables = [(".parainstructions", "__parainstructions", "__parainstructions_end"),
+                                       (".retpoline_sites", "__retpoline_sites", "__retpoline_sites_end"),
+                                       (".return_sites", "__return_sites", "__return_sites_end"),
+                                       (".altinstructions", "__alt_instructions", "__alt_instructions_end"),
+                                       (".smp_locks", "__smp_locks", "__smp_locks_end")]
+
+    static func sectionSymbols(_ file: ELFFile, slide: UInt64 = 0) throws -> SymbolIndex {
+        var records: [SymbolRecord] = []
+        for (section, start, end) in sectionBoundedTables {
+            let s = try #require(file.section(named: section))
+            records.append(SymbolRecord(name: start, address: s.address &+ slide, kind: "D"))
+            records.append(SymbolRecord(name: end, address: s.address + s.size &+ slide, kind: "D"))
+        }
+        return SymbolIndex(records)
+    }
+
+    @Test func vmlinuxTablesFoundThroughSymbols() throws {
+        let path = try Fixtures.debianVmlinux().path
+        let file = try ELFFile(path: path)
+        let sites = try RuntimeSites(vmlinux: file, symbols: try Self.sectionSymbols(file))
+        let text = try #require(file.section(named: ".text"))
+        let code = try file.data(of: text)
+        let all = sites.sites(in: text)
+
+        // Every .smp_locks site is a lock prefix.
+        let locks = all.filter { $0.table == .smpLocks }
+        #expect(locks.count > 1000)
+        #expect(locks.allSatisfy { code[Int($0.offset)] == 0xf0 })
+
+        // Every return site in .text is a jmp rel32 to one thunk; objdump agrees on a sample.
+        let returns = all.filter { $0.table == .returnSites }
+        #expect(returns.count > 40000)
+        var targets = Set<UInt64>()
+        for site in returns {
+            #expect(code[Int(site.offset)] == 0xe9 && site.length == 5)
+            let rel = try code.load(as: Int32.self, at: Int(site.offset) + 1)
+            targets.insert(text.address + site.offset + 5 &+ UInt64(bitPattern: Int64(rel)))
+        }
+        #expect(targets.count == 1)
+        for site in stride(from: 0, to: returns.count, by: returns.count / 5).map({ returns[$0] }) {
+            let address = text.address + site.offset
+            let dump = try Fixtures.check("objdump", ["-d", "--start-address=\(Hex.address(address))",
+                                                      "--stop-address=\(Hex.address(address + 5))", path])
+            #expect(dump.contains("jmp    \(Hex.address(targets.first!))"), "objdump at \(Hex.address(address)): \(dump)")
+        }
+
+        // Table entries: all accounted for (placed, or skipped as padding).
+        for (section, table) in [(".altinstructions", RuntimeSite.Table.altInstructions), (".retpoline_sites", .retpolineSites),
+                                 (".parainstructions", .paraInstructions)] {
+            let s = try #require(file.section(named: section))
+            let stride = table == .altInstructions ? 12 : table == .paraInstructions ? 16 : 4
+            #expect((sites.counts[table] ?? 0) + (sites.skippedEntries[table] ?? 0) == Int(s.size) / stride, "\(section)")
+            #expect((sites.counts[table] ?? 0) > 100)
+        }
+
+        // KASLR fields hold kernel addresses (sign-extended 32-bit ones, or 64-bit pointers).
+        let kaslr = all.filter { $0.table == .kaslr }
+        #expect(kaslr.count > 10000)
+        for site in kaslr.prefix(2000) where site.length == 4 {
+            let value = try code.load(as: Int32.self, at: Int(site.offset))
+            #expect(UInt64(bitPattern: Int64(value)) >= 0xffff_ffff_8000_0000 || value >= 0, "\(site)")
+        }
+        let data = try #require(file.section(named: ".data"))
+        let pointers = sites.sites(in: data).filter { $0.table == .kaslr && $0.length == 8 }
+        #expect(pointers.count > 1000)
+        let dataBytes = try file.data(of: data)
+        for site in pointers.prefix(2000) {
+            // A kernel pointer, or an early page-table entry (physical address | present, rw, accessed, dirty).
+            let value = try dataBytes.load(as: UInt64.self, at: Int(site.offset))
+            #expect(value >= 0xffff_ffff_8000_0000 || value & 0xfff == 0x063 || value & 0xfff == 0x067,
+                    "\(Hex.address(data.address + site.offset)) holds \(Hex.address(value))")
+        }
+
+        // Live symbols carry the KASLR slide: the same sites come out once it is given.
+        let slide: UInt64 = 0x2e00_0000
+        let slid = try RuntimeSites(vmlinux: file, symbols: try Self.sectionSymbols(file, slide: slide), slide: Int64(slide))
+        #expect(slid.counts == sites.counts)
     }
 }
