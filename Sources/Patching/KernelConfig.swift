@@ -51,8 +51,4 @@ public struct KernelConfig: Sendable, Hashable {
     /// The compiler line the kernel was configured with: the first line of `$(CC) --version`.
     public var compilerVersionText: String? { string("CONFIG_CC_VERSION_TEXT") }
 
-    /// Options whose values differ from `other`'s (set in one and not the other counts), sorted.
-    public func differences(from other: KernelConfig) -> [String] {
-        Set(values.keys).union(other.values.keys).filter { values[$0] != other.values[$0] }.sorted()
-    }
 }

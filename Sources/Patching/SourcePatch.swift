@@ -15,6 +15,7 @@ public struct SourcePatch: Sendable, Hashable {
         public var line: Int
     }
 
+    /// The patch file, absolute.
     public let path: String
     public let text: [UInt8]
     public let files: [FileChange]
@@ -26,8 +27,9 @@ public struct SourcePatch: Sendable, Hashable {
         try self.init(text: [UInt8](data), path: path)
     }
 
+    /// `path` is made absolute (patch runs in the tree's folder, not the caller's).
     public init(text: [UInt8], path: String) throws(KernelBuildError) {
-        self.path = path
+        self.path = URL(fileURLWithPath: path).standardizedFileURL.path
         self.text = text
         files = try Self.parse(String(decoding: text, as: UTF8.self), path: path)
         guard !files.isEmpty else { throw .patchEmpty(path: path) }
