@@ -11,6 +11,9 @@ struct HostTool {
         var status: Int32
         /// stdout and stderr interleaved as the tool wrote them (one file for both).
         var output: String
+        /// User plus system CPU time of the tool and its children: on a busy machine the wall
+        /// time says more about the neighbours than about the build.
+        var cpuSeconds: Double = 0
 
         /// The last `count` lines, for error messages about long logs.
         func tail(_ count: Int = 40) -> String {
@@ -58,6 +61,7 @@ struct HostTool {
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = handle
         process.standardError = handle
+        let cpuBefore = childrenCPUSeconds()
         do {
             try process.run()
         } catch {
@@ -67,7 +71,16 @@ struct HostTool {
         process.waitUntilExit()
         let data = FileManager.default.contents(atPath: outputPath) ?? Data()
         let status = process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
-        return Result(status: status, output: String(decoding: data, as: UTF8.self))
+        return Result(status: status, output: String(decoding: data, as: UTF8.self),
+                      cpuSeconds: childrenCPUSeconds() - cpuBefore)
+    }
+
+    /// CPU time of every child this process has waited for (Foundation reaps `Process` children).
+    static func childrenCPUSeconds() -> Double {
+        var usage = rusage()
+        guard getrusage(RUSAGE_CHILDREN.rawValue, &usage) == 0 else { return 0 }
+        func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
+        return seconds(usage.ru_utime) + seconds(usage.ru_stime)
     }
 
     /// Like `run`, but a non-zero status is `.commandFailed` with the end of the output.

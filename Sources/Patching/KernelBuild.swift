@@ -143,7 +143,7 @@ public struct KernelBuild: Sendable {
         // MODULE_SIG_ALL only makes `make modules` generate a key and sign; code is unchanged.
         try HostTool.check(tree.root + "/scripts/config", ["--file", tree.dotConfig, "--disable", "MODULE_SIG_ALL"],
                            in: tree.root, package: "the kernel tree's scripts/config")
-        try make(["olddefconfig"], compiler: compiler, log: tree.logs + "/olddefconfig.log")
+        let configCPU = try make(["olddefconfig"], compiler: compiler, log: tree.logs + "/olddefconfig.log")
         let config = try KernelConfig(path: tree.dotConfig)
         // Options the input sets to another value matter (the source is not the kernel's own, or
         // the compiler differs); options it does not mention at all get kconfig's defaults (Debian's
@@ -156,19 +156,19 @@ public struct KernelBuild: Sendable {
                                .joined(separator: ", ") + (changed.count > 8 ? ", ..." : "")
                            + " (is the source the kernel's own?)"))
         }
-        var summary = changed.isEmpty ? "config kept (MODULE_SIG_ALL off)" : "\(changed.count) option(s) changed"
+        var summary = Self.cpu(configCPU) + "; " + (changed.isEmpty ? "config kept (MODULE_SIG_ALL off)" : "\(changed.count) option(s) changed")
         if !added.isEmpty { summary += "; defaults for \(added.count) unmentioned: " + added.joined(separator: ", ") }
         progress(.finished(.olddefconfig, seconds: KernelBuildClock.seconds(since: started), detail: summary))
 
         started = KernelBuildClock.now
         progress(.started(.modulesPrepare, detail: "make -j\(jobs) modules_prepare (once per config and source)"))
-        try make(["-j\(jobs)", "modules_prepare"], compiler: compiler, log: tree.logs + "/modules_prepare.log")
+        let prepareCPU = try make(["-j\(jobs)", "modules_prepare"], compiler: compiler, log: tree.logs + "/modules_prepare.log")
         do {
             try Data((key + "\n").utf8).write(to: URL(fileURLWithPath: tree.prepareStamp))
         } catch {
             throw .io(path: tree.prepareStamp, operation: "write", errno: errno == 0 ? EIO : errno)
         }
-        progress(.finished(.modulesPrepare, seconds: KernelBuildClock.seconds(since: started), detail: "stamp \(key)"))
+        progress(.finished(.modulesPrepare, seconds: KernelBuildClock.seconds(since: started), detail: Self.cpu(prepareCPU) + "; stamp \(key)"))
         return (config, key)
     }
 
@@ -182,7 +182,7 @@ public struct KernelBuild: Sendable {
         progress(.started(phase, detail: "make " + targets.joined(separator: " ")))
         for object in targets { unlink(tree.root + "/" + object) }
         let log = tree.logs + "/" + phase.rawValue.replacingOccurrences(of: " ", with: "-") + ".log"
-        try make(["-j\(jobs)"] + targets, compiler: compiler, log: log)
+        let cpu = try make(["-j\(jobs)"] + targets, compiler: compiler, log: log)
         try? FileManager.default.removeItem(atPath: folder)
         for object in objects {
             let built = tree.root + "/" + object.object
@@ -199,7 +199,8 @@ public struct KernelBuild: Sendable {
                 throw .io(path: kept, operation: "copy \(built) to", errno: errno == 0 ? EIO : errno)
             }
         }
-        progress(.finished(phase, seconds: KernelBuildClock.seconds(since: started), detail: targets.joined(separator: " ")))
+        progress(.finished(phase, seconds: KernelBuildClock.seconds(since: started),
+                           detail: Self.cpu(cpu) + "; " + targets.joined(separator: " ")))
     }
 
     /// kbuild's compile command (saved in `.file.o.cmd`) must agree with the Makefile reading:
@@ -216,10 +217,14 @@ public struct KernelBuild: Sendable {
         }
     }
 
-    private func make(_ arguments: [String], compiler: CompilerCheck, log: String) throws(KernelBuildError) {
+    /// Runs make with `CC=`; returns the CPU seconds it used.
+    @discardableResult
+    private func make(_ arguments: [String], compiler: CompilerCheck, log: String) throws(KernelBuildError) -> Double {
         try makeDirectory((log as NSString).deletingLastPathComponent)
-        try HostTool.check("make", ["CC=\(compiler.compiler)"] + arguments, in: tree.root, log: log, package: "make")
+        return try HostTool.check("make", ["CC=\(compiler.compiler)"] + arguments, in: tree.root, log: log, package: "make").cpuSeconds
     }
+
+    static func cpu(_ seconds: Double) -> String { String(format: "cpu %.1f s", seconds) }
 
     /// `<cache>/kernel-build/<source>-<stamp>/<patch hash>`: both objects stay there after the run.
     func objectsFolder(key: String, patch: SourcePatch) -> String {

@@ -50,5 +50,4 @@ public struct KernelConfig: Sendable, Hashable {
 
     /// The compiler line the kernel was configured with: the first line of `$(CC) --version`.
     public var compilerVersionText: String? { string("CONFIG_CC_VERSION_TEXT") }
-
 }
