@@ -19,6 +19,9 @@ public final class ELFFile: @unchecked Sendable {
     let storage: ByteStorage
     let reader: ByteReader
     private let sectionHeaderEntrySize: UInt64
+    /// Indexes of the SHT_REL/SHT_RELA sections, so per-section relocation lookups do not rescan
+    /// tables of 65000+ sections.
+    let relocationTableIndexes: [Int]
 
     /// Maps the file; `.ko.xz`, `.ko.zst`, `.ko.gz` (any file starting with their magic) are
     /// decompressed into memory first.
@@ -111,6 +114,7 @@ public final class ELFFile: @unchecked Sendable {
                                     alignment: s.alignment, entrySize: s.entrySize))
         }
         self.sections = sections
+        relocationTableIndexes = sections.filter(\.isRelocationTable).map(\.index)
 
         // Program headers. e_phnum == PN_XNUM puts the count in section 0's sh_info.
         var segments: [Segment] = []
