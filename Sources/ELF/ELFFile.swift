@@ -216,6 +216,11 @@ public final class ELFFile: @unchecked Sendable {
                            label: section.name.isEmpty ? section.label : section.name)
     }
 
+    /// The NUL-terminated string at `offset` in a string table section (`.strtab`, `.dynstr`, ...).
+    public func string(at offset: UInt32, inTable table: Section) throws(ELFError) -> String {
+        try stringTable(table, for: "string lookup").string(at: offset, for: "string at \(Hex.address(UInt64(offset))) of \(table.name)")
+    }
+
     // MARK: Symbols
 
     /// `.symtab` (the first SHT_SYMTAB section); empty when the file is stripped.
