@@ -4,7 +4,7 @@
 ///     ffffffff81000000 T _text
 ///     ffffffffc03b2260 t nfs_flock	[nfs]
 ///
-/// Works on bytes (a 200k-line kallsyms parses in a few milliseconds): no per-line `String`
+/// Works on bytes (200k lines parse and index in about 25 ms, release build): no per-line `String`
 /// splitting, one `String` allocation per long name, module names shared between lines.
 public enum KallsymsParser {
     /// Parses kallsyms (or System.map, which has the same lines without modules). `file` names the
