@@ -44,7 +44,9 @@ public struct Listing {
         out.reserveCapacity(instructions.count * 64)
         let width = addressWidth ?? Self.objdumpAddressWidth(sectionEnd: instructions.last?.endAddress ?? 0)
         let sortedAnnotations = annotations.keys.sorted()
-        var nextAnnotation = 0
+        // Annotations before the first instruction belong to code not shown.
+        var nextAnnotation = sortedAnnotations.firstIndex { $0 >= (instructions.first?.address ?? 0) }
+            ?? sortedAnnotations.count
         for insn in instructions {
             if architecture == .arm64, insn.bytes.count == 4 {
                 renderWord(insn, width: width, into: &out)
