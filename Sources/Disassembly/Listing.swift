@@ -140,8 +140,13 @@ public struct Listing {
             Self.appendOperands(operands[range.upperBound...], into: &out)
         } else {
             Self.appendOperands(operands[...], into: &out)
-            if let address = Self.ripRelativeAddress(insn), let name = symbolize(address) {
-                out += "        # " + String(address, radix: 16) + " <" + name + ">"
+            // objdump's comment on a RIP-relative operand: the address it refers to.
+            if let address = Self.ripRelativeAddress(insn) {
+                if let name = symbolize(address) {
+                    out += "        # " + String(address, radix: 16) + " <" + name + ">"
+                } else {
+                    out += "        # 0x" + String(address, radix: 16)
+                }
             }
         }
     }

@@ -107,8 +107,15 @@ struct FunctionCode {
     /// The section name of relocatable objects' symbols, nil otherwise.
     var symbolSection: String? { relocatable ? section.name : nil }
 
-    init(path: String, expression text: String, map: SymbolMap?) throws {
+    /// `map` places the function when given; with `mapOnlyWhenStripped`, only when the file has no
+    /// symbols of its own.
+    init(path: String, expression text: String, map givenMap: SymbolMap?, mapOnlyWhenStripped: Bool = false) throws {
         let file = try ELFFile(path: path)
+        var map = givenMap
+        if mapOnlyWhenStripped, map != nil {
+            let hasOwnSymbols = try !file.symbols().isEmpty
+            if file.header.type == .relocatable || hasOwnSymbols { map = nil }
+        }
         guard let architecture = Architecture(machine: file.header.machine) else {
             throw CommandFailure("\(path): machine \(file.header.machine) is not one Suture decodes (x86-64, i386, AArch64)")
         }

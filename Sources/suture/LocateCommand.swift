@@ -125,7 +125,10 @@ struct Location: Encodable {
         guard let map = try SymbolMap.load(kallsyms: kallsyms, systemMap: systemMap) else {
             throw CommandFailure("give --kallsyms or --system-map")
         }
-        let code = try FunctionCode(path: object, expression: expressionText, map: nil)
+        // The object's own symbols place the function; a stripped vmlinux needs the map's.
+        let code = try FunctionCode(path: object, expression: expressionText, map: map, mapOnlyWhenStripped: true)
+        let slide = UInt64(bitPattern: code.slide)
+        let fileStart = code.start &- slide
         let module = SymbolsCommand.moduleName(ofObject: object)
 
         // The object side: decode the whole function, find the instruction at or around EXPR.
@@ -154,13 +157,13 @@ struct Location: Encodable {
         let (liveAddress, overflow) = live.address.addingReportingOverflow(code.offset)
         guard !overflow else { throw CommandFailure("\(live.name) at \(Hex.address(live.address)) + \(Hex.address(code.offset)) overflows") }
 
-        let sectionOffset = code.relocatable ? code.address : code.address - code.section.address
+        let sectionOffset = code.relocatable ? code.address : fileStart + code.offset - code.section.address
         let functionFileOffset = code.fileOffset
         return Location(
             expression: expressionText, object: object, module: module, symbol: code.function.name,
             section: code.section.name, sectionFileOffset: Hex.address(code.section.offset),
-            symbolValue: Hex.address(code.relocatable ? code.start : code.start - code.section.address),
-            functionAddress: code.relocatable ? nil : Hex.address(code.start),
+            symbolValue: Hex.address(code.relocatable ? code.start : fileStart - code.section.address),
+            functionAddress: code.relocatable ? nil : Hex.address(fileStart),
             functionFileOffset: Hex.address(functionFileOffset), functionSize: Hex.address(code.size),
             offset: Hex.address(code.offset), sectionOffset: Hex.address(sectionOffset),
             instructionFileOffset: Hex.address(functionFileOffset + code.offset),
