@@ -58,3 +58,18 @@ struct KernelModuleTests {
         #expect(flipped.mnemonic == "jne" && flipped.target == insn.target)
     }
 }
+
+/// 32-bit code: a gcc -m32 object against objdump.
+@Suite("i386 against objdump")
+struct I386Tests {
+    @Test("gcc -m32 object: same instructions, mnemonic roots and branch targets")
+    func gccObject() throws {
+        let object = try Fixtures.compileFixture("disasm_branches.c", flags: ["-m32", "-O2", "-c"])
+        let bytes = try Objdump.sectionBytes(object, section: ".text")
+        let theirs = Objdump.lines(try Objdump.output(["-d", "-w", "-z", "-j", ".text"], of: object))
+        let ours = try Disassembler(architecture: .i386).decode(bytes, address: 0)
+        let comparison = Comparison(ours: ours, objdump: theirs)
+        #expect(comparison.isClean, Comment(rawValue: comparison.report))
+        #expect(comparison.instructions > 50 && comparison.branches > 5)
+    }
+}
