@@ -177,7 +177,7 @@ public struct Ingredients: Sendable {
             .map { paths.debs + "/" + $0 }
     }
 
-    private func download(_ specs: [String], _ progress: LabProgress) throws(LabError) {
+    func download(_ specs: [String], _ progress: LabProgress) throws(LabError) {
         progress("downloading \(specs.joined(separator: " ")) (apt-get download)")
         let started = Date()
         let result = try HostCommand.run("apt-get", ["download"] + specs, in: paths.debs, package: "apt")

@@ -67,12 +67,13 @@ public final class SerialConsole {
             }
             if Self.find(panic, in: pending, from: 0) != nil {
                 // Let the panic message finish printing before quoting it.
-                _ = try? receive(until: Date().addingTimeInterval(0.5))
+                while (try? receive(until: Date().addingTimeInterval(0.5))) == .data {}
                 throw .guestPanic(consoleTail: tail())
             }
-            guard try receive(until: deadline) else {
-                if Date() >= deadline { throw .bootTimeout(seconds: timeout, consoleTail: tail()) }
-                throw .consoleClosed(socket: socketPath, waitingFor: "the guest's ready line", tail: tail())
+            switch try receive(until: deadline) {
+            case .data: continue
+            case .timeout: throw .bootTimeout(seconds: timeout, consoleTail: tail())
+            case .closed: throw .consoleClosed(socket: socketPath, waitingFor: "the guest's ready line", tail: tail())
             }
         }
     }
@@ -146,25 +147,30 @@ public final class SerialConsole {
                     endSearch = max(outputStart, pending.count - end.count + 1)
                 }
             }
-            guard try receive(until: deadline) else {
-                if Date() >= deadline {
-                    try? connection.write([0x03])
-                    throw .commandTimeout(command: body, seconds: timeout, tail: tail())
-                }
+            switch try receive(until: deadline) {
+            case .data:
+                continue
+            case .timeout:
+                try? connection.write([0x03])
+                throw .commandTimeout(command: body, seconds: timeout, tail: tail())
+            case .closed:
                 throw .consoleClosed(socket: socketPath, waitingFor: "the end of `\(body)`", tail: tail())
             }
         }
     }
 
-    /// Reads what arrives before `deadline`. False at end of stream or when the time is up.
-    private func receive(until deadline: Date) throws(LabError) -> Bool {
+    private enum Arrival { case data, timeout, closed }
+
+    /// Reads what arrives before `deadline`.
+    private func receive(until deadline: Date) throws(LabError) -> Arrival {
         let before = pending.count
-        guard let n = try connection.read(into: &pending, timeout: deadline.timeIntervalSinceNow), n > 0 else {
-            return false
+        guard let n = try connection.read(into: &pending, timeout: deadline.timeIntervalSinceNow) else {
+            return .timeout
         }
+        if n == 0 { return .closed }
         recent.append(contentsOf: pending[before...])
         if recent.count > 16384 { recent.removeFirst(recent.count - 8192) }
-        return true
+        return .data
     }
 
     /// The console's last lines, for error messages.
