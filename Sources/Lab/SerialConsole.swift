@@ -98,8 +98,10 @@ public final class SerialConsole {
     /// The command is framed by two `echo`s whose text is split by quotes (`"SUTURE-B""-n"`):
     /// an echo of the typed line (if the tty echoes) or its redraw at 80 columns shows the quotes,
     /// only the shell's output shows the joined marker, so the output is exactly what lies
-    /// between the markers. stdin is /dev/null so a command that reads input cannot swallow the
-    /// end marker. On timeout the command gets ^C (SIGINT) so the shell is free for the next one.
+    /// between the markers. The command runs in a subshell: the console shell is the guest's
+    /// PID 1, and an `exit` or `exec` there would panic the kernel. stdin is /dev/null so a command
+    /// that reads input cannot swallow the end marker. On timeout the command gets ^C (SIGINT) so
+    /// the shell is free for the next one.
     public func exec(_ command: String, timeout: Double = 60) throws(LabError) -> CommandResult {
         let body = command.trimmingCharacters(in: .whitespacesAndNewlines)
         guard body.utf8.count <= Self.maximumCommandLength else {
@@ -108,7 +110,7 @@ public final class SerialConsole {
         let nonce = String(UInt64.random(in: 1...UInt64.max), radix: 16)
         let begin = Array("SUTURE-B-\(nonce)".utf8)
         let end = Array("SUTURE-E-\(nonce):".utf8)
-        let line = "echo \"SUTURE-B\"\"-\(nonce)\"; { \(body.isEmpty ? ":" : body)\n} </dev/null; "
+        let line = "echo \"SUTURE-B\"\"-\(nonce)\"; ( \(body.isEmpty ? ":" : body)\n) </dev/null; "
             + "echo \"SUTURE-E\"\"-\(nonce):$?:\"\n"
         try connection.write(Array(line.utf8))
 

@@ -44,7 +44,9 @@ struct LabVMTests {
             #expect(try vm.status() == .up(state))
             #expect(try vm.exec("uname -r") == CommandResult(output: "6.1.0-56-amd64\n", status: 0))
             #expect(try vm.exec("false").status == 1)
-            #expect(try vm.exec("(exit 7)").status == 7)
+            // `exit` ends the command's subshell, not the guest's PID 1 shell.
+            #expect(try vm.exec("exit 7").status == 7)
+            #expect(try vm.exec("echo still here").output == "still here\n")
             #expect(try vm.exec("cat /proc/cmdline").output.contains("nokaslr"))
 
             // Longer than the 80-column console line; stdout and stderr both come back.
