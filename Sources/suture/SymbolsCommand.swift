@@ -1,0 +1,197 @@
+import ArgumentParser
+import ELF
+import Foundation
+import Symbols
+
+/// `suture symbols`: look symbols up by name, address or expression in a kallsyms, a System.map or
+/// an ELF file.
+struct SymbolsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "symbols",
+        abstract: "Look up symbols by name, address or address expression.",
+        discussion: """
+            Each query is a symbol name (every symbol of that name is listed), an address \
+            (0xffffffff810bee50, or bare hex of 8+ digits) or an expression: nfs_flock+0x2f, \
+            "nfs_flock [nfs]+0x2f", nfs_flock/2+0x10 (the 2nd nfs_flock in address order), sym+47 \
+            (decimal), sym-0x4. Columns: address, type letter, size, module, name, and where the \
+            address is (sym+0xoff) or which of several same-named symbols it is (name/N).
+            Reads /proc/kallsyms unless a source is given.
+            """)
+
+    @Option(name: .long, help: ArgumentHelp("A kallsyms file.", valueName: "file"))
+    var kallsyms: String?
+
+    @Option(name: .customLong("system-map"), help: ArgumentHelp("A System.map (or `nm -n` output).", valueName: "file"))
+    var systemMap: String?
+
+    @Option(name: .long, help: ArgumentHelp("An ELF file (vmlinux, a .ko, a program): its symbol tables.", valueName: "file"))
+    var elf: String?
+
+    @Flag(name: .long, help: "Print a JSON array instead of columns.")
+    var json = false
+
+    @Argument(help: ArgumentHelp("Names, addresses or expressions.", valueName: "name|address|expression"))
+    var queries: [String] = []
+
+    func validate() throws {
+        let sources = [kallsyms, systemMap, elf].compactMap { $0 }
+        guard sources.count <= 1 else {
+            throw ValidationError("give at most one of --kallsyms, --system-map, --elf")
+        }
+        guard !queries.isEmpty else { throw ValidationError("give at least one name, address or expression") }
+    }
+
+    func run() throws {
+        let index: SymbolIndex
+        do {
+            index = try loadIndex()
+        } catch {
+            printError("\(error)")
+            throw ExitCode(1)
+        }
+
+        var rows: [Row] = []
+        var failed = false
+        for query in queries {
+            do {
+                rows += try lookUp(query, in: index)
+            } catch {
+                printError("\(query): \(error)")
+                failed = true
+            }
+        }
+
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            let data = try encoder.encode(rows)
+            print(String(decoding: data, as: UTF8.self))
+        } else {
+            printColumns(rows)
+        }
+        if failed { throw ExitCode(1) }
+    }
+
+    // MARK: Sources
+
+    private func loadIndex() throws -> SymbolIndex {
+        if let elf {
+            let file = try ELFFile(path: elf)
+            return try SymbolIndex(elf: file, module: Self.moduleName(ofObject: elf))
+        }
+        if let systemMap {
+            return SymbolIndex(try SystemMapParser.parse(try Self.read(systemMap), file: systemMap))
+        }
+        let path = kallsyms ?? "/proc/kallsyms"
+        return SymbolIndex(try KallsymsParser.parse(try Self.read(path), file: path))
+    }
+
+    /// A kernel module's name from its file name, as the kernel forms it (`nfs_layout_nfsv41_files`
+    /// from `nfs_layout_nfsv41_files.ko.xz`; dashes become underscores); nil for anything else.
+    static func moduleName(ofObject path: String) -> String? {
+        var name = (path as NSString).lastPathComponent
+        for suffix in [".xz", ".zst", ".gz"] where name.hasSuffix(suffix) { name.removeLast(suffix.count) }
+        guard name.hasSuffix(".ko") else { return nil }
+        name.removeLast(3)
+        return name.replacingOccurrences(of: "-", with: "_")
+    }
+
+    /// Reads a whole file; /proc files report size 0, so read to the end rather than by size.
+    static func read(_ path: String) throws -> [UInt8] {
+        guard let handle = FileHandle(forReadingAtPath: path) else {
+            throw Failure("\(path): cannot open (\(String(cString: strerror(errno))))")
+        }
+        defer { try? handle.close() }
+        return [UInt8](try handle.readToEnd() ?? Data())
+    }
+
+    // MARK: Queries
+
+    /// One output line: a symbol, or an address and the symbol containing it.
+    struct Row: Encodable {
+        var query: String
+        var address: UInt64
+        var symbol: SymbolRecord?
+        var offset: UInt64
+        /// `nfs_flock+0x2f` for addresses and expressions, `helper/2` among same-named symbols.
+        var location: String?
+
+        enum CodingKeys: String, CodingKey { case query, address, symbol, offset, location }
+
+        func encode(to encoder: any Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(query, forKey: .query)
+            try c.encode(Hex.address(address), forKey: .address)
+            try c.encode(symbol, forKey: .symbol)
+            try c.encode(offset, forKey: .offset)
+            try c.encode(location, forKey: .location)
+        }
+    }
+
+    private func lookUp(_ query: String, in index: SymbolIndex) throws -> [Row] {
+        let expression = try AddressExpression.parse(query)
+        // A plain name lists every symbol of that name, numbered when there are several.
+        if case let .symbol(name, nil, nil) = expression.base, expression.offset == 0 {
+            let all = index.symbols(named: name)
+            guard !all.isEmpty else { throw SymbolError.notFound(name: name, module: nil, elsewhere: []) }
+            return all.enumerated().map { n, symbol in
+                Row(query: query, address: symbol.address, symbol: symbol, offset: 0,
+                    location: all.count > 1 ? "\(name)/\(n + 1)" : nil)
+            }
+        }
+        let resolved = try expression.resolve(in: index)
+        guard resolved.symbol != nil else {
+            throw Failure("no symbol contains \(Hex.address(resolved.address))")
+        }
+        return [Row(query: query, address: resolved.address, symbol: resolved.symbol,
+                    offset: resolved.offset, location: resolved.location)]
+    }
+
+    // MARK: Output
+
+    private func printColumns(_ rows: [Row]) {
+        let table: [[String]] = rows.map { row in
+            let symbol = row.symbol
+            var cells = [
+                Hex.padded(row.address),
+                symbol.map { String($0.kind) } ?? "-",
+                symbol?.size.map(Hex.address) ?? "-",
+                Self.place(of: symbol),
+                symbol?.name ?? "-",
+            ]
+            if let location = row.location { cells.append(location) }
+            return cells
+        }
+        let columns = table.map(\.count).max() ?? 0
+        var widths = [Int](repeating: 0, count: columns)
+        for cells in table {
+            for (k, cell) in cells.enumerated() { widths[k] = max(widths[k], cell.count) }
+        }
+        for cells in table {
+            var line = ""
+            for (k, cell) in cells.enumerated() {
+                if k > 0 { line += "  " }
+                // The last cell is not padded, so lines carry no trailing spaces.
+                line += k == cells.count - 1 ? cell : cell.padding(toLength: widths[k], withPad: " ", startingAt: 0)
+            }
+            print(line)
+        }
+    }
+
+    /// A failure of the command itself (library errors carry their own messages).
+    struct Failure: Error, CustomStringConvertible {
+        let description: String
+        init(_ description: String) { self.description = description }
+    }
+
+    /// The module column: `nfs`, `.text` for a relocatable object's section, `nfs:.text` for both.
+    static func place(of symbol: SymbolRecord?) -> String {
+        let parts = [symbol?.module, symbol?.section].compactMap { $0 }
+        return parts.isEmpty ? "-" : parts.joined(separator: ":")
+    }
+
+    private func printError(_ message: String) {
+        FileHandle.standardError.write(Data(("suture symbols: " + message + "\n").utf8))
+    }
+}
+
