@@ -53,6 +53,12 @@ struct LabVMTests {
             let long = String(repeating: "0123456789", count: 30)
             #expect(try vm.exec("echo \(long); echo to-stderr >&2").output == long + "\nto-stderr\n")
             #expect(try vm.exec("printf 'a\\nb\\n'; printf 'no newline'").output == "a\nb\nno newline")
+            // With the tty echoing, busybox's line editor echoes the command, wraps it at 80 columns
+            // ("\r\r\n") and asks for the cursor position (ESC[6n): the markers still isolate the output.
+            #expect(try vm.exec("stty -F /dev/ttyS0 echo").status == 0)
+            #expect(try vm.exec("echo \(long); echo to-stderr >&2").output == long + "\nto-stderr\n")
+            #expect(try vm.exec("(exit 5)").status == 5)
+            #expect(try vm.exec("stty -F /dev/ttyS0 -echo").status == 0)
             // stdin is /dev/null: a command that reads input ends instead of eating the end marker.
             #expect(try vm.exec("cat").output == "")
 
