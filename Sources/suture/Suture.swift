@@ -9,7 +9,8 @@ struct Suture: ParsableCommand {
             LabCommand.self, SymbolsCommand.self,
             ReadCommand.self, PokeCommand.self, FlipCommand.self,
             ApplyCommand.self, RevertCommand.self, StatusCommand.self, RecoverCommand.self,
-            BenchCommand.self, BuildCommand.self,
+            BenchCommand.self, DisasmCommand.self, LocateCommand.self,
+            BuildCommand.self,
         ]
     )
 }
