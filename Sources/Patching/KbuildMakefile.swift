@@ -12,6 +12,8 @@ import Foundation
 struct KbuildMakefile {
     /// One assignment as written, for messages: `nfs-$(CONFIG_SYSCTL)` on line 14 became `nfs-y`.
     struct Assignment {
+        /// The file it is in: the Makefile or one it includes.
+        var file: String
         var rawName: String
         var name: String
         var words: [String]
@@ -23,6 +25,8 @@ struct KbuildMakefile {
     private(set) var assignments: [Assignment] = []
     private let config: KernelConfig
     private let predefined: [String: String]
+    /// The folder make runs in (the tree's top), against which `include` paths resolve.
+    private let root: String?
 
     /// The Makefile kbuild reads for `directory` (relative to `tree`; "" for the top): `Kbuild` when
     /// present, else `Makefile`; nil when neither exists.
@@ -34,14 +38,17 @@ struct KbuildMakefile {
         return nil
     }
 
-    init(path: String, config: KernelConfig, predefined: [String: String]) throws(KernelBuildError) {
+    /// `root` is the tree's top: make runs there, so relative `include` paths start from it
+    /// (`include $(srctree)/virt/kvm/Makefile.kvm`); without it includes are not followed.
+    init(path: String, config: KernelConfig, predefined: [String: String], root: String? = nil) throws(KernelBuildError) {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw .io(path: path, operation: "read", errno: ENOENT)
         }
         self.path = path
         self.config = config
         self.predefined = predefined
-        evaluate(String(decoding: data, as: UTF8.self))
+        self.root = root
+        evaluate(String(decoding: data, as: UTF8.self), file: path, depth: 0)
     }
 
     func words(_ name: String) -> [String] { variables[name] ?? [] }
@@ -54,11 +61,14 @@ struct KbuildMakefile {
         var taken: Bool
     }
 
-    private mutating func evaluate(_ text: String) {
+    private mutating func evaluate(_ text: String, file: String, depth: Int) {
         var conditionals: [Conditional] = []
         var inDefine = false
+        // A tab-led line is a recipe only after a rule line; elsewhere (an indented assignment
+        // inside `ifeq`, as arch/x86/kernel/Makefile has) make reads it as an ordinary line.
+        var inRule = false
         for (number, logical) in Self.logicalLines(text) {
-            let isRecipe = logical.hasPrefix("\t")
+            let tabbed = logical.hasPrefix("\t")
             let line = Self.stripComment(logical).trimmingCharacters(in: .whitespaces)
             if line.isEmpty { continue }
             let (keyword, rest) = Self.firstWord(line)
@@ -89,12 +99,19 @@ struct KbuildMakefile {
             default:
                 break
             }
-            guard active, !isRecipe else { continue }
+            if tabbed && inRule { continue }
+            inRule = false
+            guard active else {
+                // Rules in inactive branches do not open a recipe context either.
+                continue
+            }
             switch keyword {
-            case "define": inDefine = true; continue
-            case "include", "-include", "sinclude", "undefine", "unexport", "vpath": continue
-            case "export", "override": assign(rest, line: number)
-            default: assign(line, line: number)
+            case "define": inDefine = true
+            case "include", "-include", "sinclude":
+                include(rest, depth: depth)
+            case "undefine", "unexport", "vpath": break
+            case "export", "override": inRule = !assign(rest, file: file, line: number)
+            default: inRule = !assign(line, file: file, line: number)
             }
         }
     }
@@ -115,18 +132,31 @@ struct KbuildMakefile {
         }
     }
 
-    private mutating func assign(_ line: String, line number: Int) {
-        guard let (left, op, right) = Self.splitAssignment(line) else { return }
+    /// Evaluates the files an `include` names, in place (missing ones are skipped, as `-include`
+    /// does; kbuild's object lists never depend on a missing include).
+    private mutating func include(_ names: String, depth: Int) {
+        guard let root, depth < 8 else { return }
+        for name in expand(Substring(names)).split(whereSeparator: \.isWhitespace) {
+            let path = name.hasPrefix("/") ? String(name) : root + "/" + name
+            guard let data = FileManager.default.contents(atPath: path) else { continue }
+            evaluate(String(decoding: data, as: UTF8.self), file: path, depth: depth + 1)
+        }
+    }
+
+    /// Performs the assignment on `line`; false when the line is not one (a rule, or other text).
+    private mutating func assign(_ line: String, file: String, line number: Int) -> Bool {
+        guard let (left, op, right) = Self.splitAssignment(line) else { return false }
         let name = expand(Substring(left)).trimmingCharacters(in: .whitespaces)
-        guard !name.isEmpty, !name.contains(where: \.isWhitespace) else { return }
+        guard !name.isEmpty, !name.contains(where: \.isWhitespace) else { return true }
         let words = expand(Substring(right)).split(whereSeparator: \.isWhitespace).map(String.init)
         switch op {
         case "+=": variables[name, default: []] += words
         case "?=": if variables[name] == nil { variables[name] = words }
-        case "!=": return                                  // shell assignment: not evaluated
+        case "!=": return true                             // shell assignment: not evaluated
         default: variables[name] = words
         }
-        assignments.append(Assignment(rawName: left.trimmingCharacters(in: .whitespaces), name: name, words: words, line: number))
+        assignments.append(Assignment(file: file, rawName: left.trimmingCharacters(in: .whitespaces), name: name, words: words, line: number))
+        return true
     }
 
     private func lookup(_ name: String) -> String {
@@ -169,7 +199,33 @@ struct KbuildMakefile {
         if Self.functions.contains(name), inner.contains(" ") || inner.contains("\t") {
             return call(name, Self.splitArguments(Substring(rest)))
         }
+        // A substitution reference: $(NAME:a=b) is $(patsubst %a,%b,$(NAME)), $(NAME:x%y=u%v) as written.
+        if let colon = Self.topLevelIndex(of: ":", in: inner) {
+            let replacement = inner[inner.index(after: colon)...]
+            if let equals = Self.topLevelIndex(of: "=", in: replacement) {
+                var from = expand(replacement[..<equals]), to = expand(replacement[replacement.index(after: equals)...])
+                if !from.contains("%") { from = "%" + from; to = "%" + to }
+                let value = lookup(expand(inner[..<colon]))
+                return value.split(whereSeparator: \.isWhitespace).map { Self.patsubst(String($0), from, to) }.joined(separator: " ")
+            }
+        }
         return lookup(expand(inner))
+    }
+
+    /// The first `character` outside nested references.
+    static func topLevelIndex(of character: Character, in text: Substring) -> Substring.Index? {
+        var depth = 0
+        var i = text.startIndex
+        while i < text.endIndex {
+            switch text[i] {
+            case "(", "{": depth += 1
+            case ")", "}": depth -= 1
+            case character where depth == 0: return i
+            default: break
+            }
+            i = text.index(after: i)
+        }
+        return nil
     }
 
     private static let functions: Set<String> = [

@@ -51,7 +51,7 @@ public struct KernelSourceTree: Sendable, Hashable {
 
     private func makefile(_ directory: String, config: KernelConfig) throws(KernelBuildError) -> KbuildMakefile? {
         guard let path = KbuildMakefile.file(for: directory, in: root) else { return nil }
-        return try KbuildMakefile(path: path, config: config, predefined: predefined(directory: directory, config: config))
+        return try KbuildMakefile(path: path, config: config, predefined: predefined(directory: directory, config: config), root: root)
     }
 
     private func relative(_ path: String) -> String {
@@ -76,7 +76,7 @@ public struct KernelSourceTree: Sendable, Hashable {
 
         func line(_ name: String, containing word: String) -> String {
             let found = makefile.assignments.first { $0.name == name && $0.words.contains(word) }
-            return "\(where_):\(found?.line ?? 0) \(found?.rawName ?? name)"
+            return "\(found.map { relative($0.file) } ?? where_):\(found?.line ?? 0) \(found?.rawName ?? name)"
         }
 
         // Composite objects: nfs-y += file.o makes file.o a part of nfs.o.
@@ -118,7 +118,8 @@ public struct KernelSourceTree: Sendable, Hashable {
             let stem = String(variable.dropLast(suffix.count))
             let reserved: Set<String> = ["obj", "lib", "subdir", "ccflags", "asflags", "ldflags", "extra", "always",
                                          "hostprogs", "userprogs", "targets", "subdir-ccflags", "subdir-asflags",
-                                         "head", "core", "libs", "drivers", "clean-files", "userccflags", "no-clean-files"]
+                                         "head", "core", "libs", "drivers", "clean-files", "userccflags", "no-clean-files",
+                                         "ccflags-remove", "asflags-remove"]
             guard !stem.isEmpty, !reserved.contains(stem), !stem.hasPrefix("CFLAGS"), !stem.hasPrefix("AFLAGS") else { return nil }
             return stem
         }
@@ -131,7 +132,7 @@ public struct KernelSourceTree: Sendable, Hashable {
         if let assignment = makefile.assignments.first(where: { $0.words.contains(base) }) {
             let options = Self.configOptions(in: assignment.rawName)
             let state = options.map { "\($0) is \(config[$0].map { "\"\($0)\"" } ?? "not set")" }.joined(separator: ", ")
-            return "\(base) is in `\(assignment.rawName)` (\(where_):\(assignment.line))"
+            return "\(base) is in `\(assignment.rawName)` (\(relative(assignment.file)):\(assignment.line))"
                 + (state.isEmpty ? ", a list kbuild does not build into the kernel or a module" : " and \(state)")
         }
         return "no object list names \(base): the file is probably #included by another .c file, or not a kernel object"
