@@ -1,0 +1,42 @@
+/* suture diff test input: PATCHED edits string literals. The .modinfo entry makes the object look
+ * like a linked kernel module (whose strings are merged already), so string hunks are possible. */
+extern void sink(const char *text);
+
+__attribute__((section(".modinfo"), used)) static const char modinfo_name[] = "name=demo";
+
+void greet(void)
+{
+#ifdef PATCHED
+	sink("hello_world");
+#else
+	sink("hello world");
+#endif
+}
+
+void lengthen(void)
+{
+#ifdef PATCHED
+	sink("short, now longer");
+#else
+	sink("short");
+#endif
+}
+
+void share_one(void)
+{
+#ifdef PATCHED
+	sink("shared text!");
+#else
+	sink("shared text.");
+#endif
+}
+
+void share_two(void)
+{
+	sink("shared text.");
+}
+
+void unrelated(void)
+{
+	sink("unrelated");
+}
