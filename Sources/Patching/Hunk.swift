@@ -93,7 +93,7 @@ public struct Hunk: Sendable, Hashable, Codable {
                 "mask has \(mask.count) bytes, expected has \(expected.count)")
         }
         guard symbol != nil || address != nil || reference != nil else {
-            throw DecodingError.dataCorruptedError(forKey: .symbol, in: c, debugDescription: "a hunk needs a symbol, an address or a reference")
+            throw DecodingError.dataCorruptedError(forKey: .symbol, in: c, debugDescription: "a hunk needs a symbol or an address (or a reference to follow)")
         }
     }
 

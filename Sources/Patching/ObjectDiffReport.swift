@@ -133,8 +133,10 @@ extension ObjectDiff {
         case .sideBySide(let width):
             let column = max(20, (width - 3) / 2)
             func cell(_ s: String) -> String {
-                let flat = s.replacingOccurrences(of: "\t", with: " ")
-                let first = flat.split(separator: "\n", omittingEmptySubsequences: false).first.map(String.init) ?? ""
+                // Relocation lines go after the instruction, on the same row.
+                let lines = s.replacingOccurrences(of: "\t", with: " ").split(separator: "\n")
+                let first = lines.enumerated().map { $0.offset == 0 ? String($0.element) : "; " + $0.element.trimmingCharacters(in: .whitespaces) }
+                    .joined(separator: " ")
                 return first.count > column ? String(first.prefix(column - 1)) + "…" : first + String(repeating: " ", count: column - first.count)
             }
             var k = 0

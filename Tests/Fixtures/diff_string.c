@@ -1,8 +1,11 @@
 /* suture diff test input: PATCHED edits string literals. The .modinfo entry makes the object look
- * like a linked kernel module (whose strings are merged already), so string hunks are possible. */
+ * like a linked kernel module (whose strings are merged already), so string hunks are possible;
+ * PLAIN_OBJECT leaves it out. */
 extern void sink(const char *text);
 
+#ifndef PLAIN_OBJECT
 __attribute__((section(".modinfo"), used)) static const char modinfo_name[] = "name=demo";
+#endif
 
 void greet(void)
 {
