@@ -172,8 +172,14 @@ public struct ObjectDiff: Sendable {
             results[k].differences.sort { $0.range.lowerBound < $1.range.lowerBound }
         }
 
-        let sites: RuntimeSites
-        do { sites = try RuntimeSites(object: original) } catch { throw .runtimeSites(error) }
+        // The runtime sites (masks) are needed only when some function changed.
+        let needSites = zip(pairing.pairs, results).contains { pair, result in
+            a.units[pair.0].kind == .function && !result.differences.isEmpty
+        }
+        var sites = RuntimeSites(file: original.path, sites: [], skipped: [:])
+        if needSites {
+            do { sites = try RuntimeSites(object: original) } catch { throw .runtimeSites(error) }
+        }
         var builder = ObjectDiffHunkBuilder(a: a, b: b, sites: sites, module: module, disassembler: disassembler)
         for (k, (i, j)) in pairing.pairs.enumerated() {
             let result = results[k]
@@ -200,11 +206,52 @@ public struct ObjectDiff: Sendable {
         strings = builder.stringEdits(results: results, pairs: pairing.pairs, isModule: a.file.section(named: ".modinfo") != nil
                                         || a.file.section(named: ".gnu.linkonce.this_module") != nil)
         images = builder.images
+        if !a.isRelocatable { try compareUnnamedData(a, b) }
         removed = pairing.removedA.map { a.units[$0] }
         added = pairing.addedB.map { b.units[$0] }
     }
 
     /// `R_X86_64_PLT32\tlocks_lock_inode_wait-0x4` per relocated address of a unit.
+    /// Linked programs keep no relocations to their string literals and constants, so a changed
+    /// string at an unchanged place would go unseen by the references: compare the bytes of
+    /// read-only data outside every symbol directly (sections of the same size only).
+    private mutating func compareUnnamedData(_ a: ObjectDiffSide, _ b: ObjectDiffSide) throws(ObjectDiffError) {
+        for section in a.file.sections where section.isAllocated && !section.isExecutable && !section.isWritable
+            && section.type == ELFConstants.SHT_PROGBITS && section.size > 0 {
+            guard let other = b.file.section(named: section.name), other.size == section.size,
+                  a.relocations(in: section.index, range: 0..<section.size).isEmpty else { continue }
+            let x: [UInt8], y: [UInt8]
+            do { x = try a.file.data(of: section).bytes; y = try b.file.data(of: other).bytes } catch { throw .elf(error) }
+            guard x != y else { continue }
+            var covered = [Bool](repeating: false, count: x.count)
+            for unit in a.units where unit.sectionIndex == section.index {
+                for k in Int(unit.offset)..<Int(unit.offset + unit.size) { covered[k] = true }
+            }
+            var k = 0
+            while k < x.count {
+                guard !covered[k], x[k] != y[k] else { k += 1; continue }
+                // The run of differing bytes, widened to the NUL-terminated strings around it.
+                var start = k, end = k
+                while end < x.count, !covered[end], x[end] != y[end] || (end > k && x[end] != 0) { end += 1 }
+                while start > 0, !covered[start - 1], x[start - 1] != 0, y[start - 1] != 0 { start -= 1 }
+                let printable = { (bytes: ArraySlice<UInt8>) in bytes.allSatisfy { (0x20...0x7e).contains($0) || $0 == 0x09 || $0 == 0x0a } }
+                if printable(x[start..<end]), printable(y[start..<end]), end < x.count, x[end] == 0, y[end] == 0 {
+                    strings.append(StringEdit(section: section.name, offset: UInt64(start), original: Array(x[start..<end]),
+                                              patched: Array(y[start..<end]), references: [], hunk: nil,
+                                              notApplicable: "strings of linked programs are not patched in place yet"))
+                } else {
+                    let unit = Unit(name: "\(section.name)+\(Hex.address(UInt64(start)))", kind: .object, section: section.name,
+                                    sectionIndex: section.index, offset: UInt64(start), address: section.address + UInt64(start),
+                                    size: UInt64(end - start), ordinal: nil)
+                    objects.append(Change(original: unit, patched: unit, differences: [Difference(range: 0..<end - start, kind: .bytes)],
+                                          hunks: [], notApplicable: ["\(end - start) bytes of unnamed read-only data changed: "
+                                                                     + "in-place patches change code and string literals only"]))
+                }
+                k = max(end, k + 1)
+            }
+        }
+    }
+
     /// A string literal's text follows its relocation, since the placeholder bytes do not show it.
     private static func annotations(_ side: ObjectDiffSide, _ unit: Unit, _ instructions: [Instruction]) -> [UInt64: [String]] {
         var result: [UInt64: [String]] = [:]
@@ -216,7 +263,7 @@ public struct ObjectDiff: Sendable {
             let section = Int(r.symbolSectionIndex)
             if r.symbolIndex != 0, side.isStringSection(section) {
                 var bias: Int64 = 0
-                if ObjectDiffComparator.isPCRelative(r) {
+                if ObjectDiffComparator.isPCRelative(r, machine: side.file.header.machine) {
                     while k < instructions.count, instructions[k].endAddress <= base + r.offset { k += 1 }
                     if k < instructions.count { bias = Int64(instructions[k].endAddress - (base + r.offset)) }
                 }

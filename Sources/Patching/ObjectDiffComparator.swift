@@ -125,7 +125,7 @@ struct ObjectDiffComparator {
     }
 
     private func sameFastTarget(_ x: Relocation, _ y: Relocation, range: Range<Int>, anonymous: inout [AnonymousUse]) -> Bool {
-        let relative = Self.isPCRelative(x)
+        let relative = Self.isPCRelative(x, machine: a.file.header.machine)
         guard Self.isPlaceBased(x, side: a) && Self.isPlaceBased(y, side: b) else {
             return x.symbolName == y.symbolName && x.addend == y.addend && x.symbolType == y.symbolType
         }
@@ -316,7 +316,7 @@ struct ObjectDiffComparator {
             let start = Int(relocation.offset - unit.offset)
             let size = relocation.fieldSize ?? side.file.header.addressSize
             var bias: Int64 = 0
-            if code, Self.isPCRelative(relocation), let instructions {
+            if code, Self.isPCRelative(relocation, machine: side.file.header.machine), let instructions {
                 while k < instructions.count, Int(instructions[k].endAddress - unit.address) <= start { k += 1 }
                 bias = k < instructions.count ? Int64(Int(instructions[k].endAddress - unit.address) - start) : Int64(size)
             }
@@ -404,9 +404,19 @@ struct ObjectDiffComparator {
         return r.symbolType == .section || r.symbolType == .notype
     }
 
-    static func isPCRelative(_ r: Relocation) -> Bool {
-        let name = r.typeName
-        return name.contains("PC") || name.contains("PLT") || name.contains("PREL")
+    /// Whether the field holds a distance from itself (S + A - P) rather than an address.
+    static func isPCRelative(_ r: Relocation, machine: Machine) -> Bool {
+        switch machine {
+        case .x86_64:
+            // PC32, PLT32, GOTPCREL, PC16, PC8, GOTPC32, PC64, GOTPCREL64, GOTPC64, GOTPCRELX, REX_GOTPCRELX
+            switch r.type { case 2, 4, 9, 13, 15, 24, 26, 28, 29, 41, 42: return true; default: return false }
+        case .i386:
+            // PC32, PLT32, GOTPC, PC16, PC8
+            switch r.type { case 2, 4, 10, 21, 23: return true; default: return false }
+        default:
+            let name = r.typeName.utf8
+            return name.contains("PREL".utf8) || name.contains("PC".utf8) || name.contains("PLT".utf8)
+        }
     }
 
     /// Bytes of a direct branch's displacement at its end: rel32 for call/jmp (e8/e9) and Jcc

@@ -205,7 +205,7 @@ struct ObjectDiffHunkBuilder {
             guard relocation.symbolIndex != 0, Int(relocation.symbolSectionIndex) == section,
                   ObjectDiffComparator.isPlaceBased(relocation, side: a) || relocation.symbolType == .object else { continue }
             let base = Int64(bitPattern: relocation.symbolValue) &+ relocation.addend
-            let code = a.section(target).isExecutable && ObjectDiffComparator.isPCRelative(relocation)
+            let code = a.section(target).isExecutable && ObjectDiffComparator.isPCRelative(relocation, machine: a.file.header.machine)
             let low = base + (code ? 4 : 0), high = base + (code ? 8 : 0)
             guard high >= Int64(range.lowerBound), low < Int64(range.upperBound) else { continue }
             if own.contains("\(target):\(relocation.offset)") { continue }

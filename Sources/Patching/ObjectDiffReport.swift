@@ -46,8 +46,8 @@ extension ObjectDiff {
             }
         }
         for edit in strings {
-            out += "\n" + paint.cyan("@@ string \(edit.section)+\(Hex.address(edit.offset)) @@") + " used by "
-                + edit.references.joined(separator: ", ") + "\n"
+            out += "\n" + paint.cyan("@@ string \(edit.section)+\(Hex.address(edit.offset)) @@")
+                + (edit.references.isEmpty ? "\n" : " used by " + edit.references.joined(separator: ", ") + "\n")
             out += paint.red("-" + Self.quote(edit.original)) + "\n" + paint.green("+" + Self.quote(edit.patched)) + "\n"
         }
         if !added.isEmpty || !removed.isEmpty { out += "\n" }

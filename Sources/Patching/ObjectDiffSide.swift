@@ -12,6 +12,8 @@ struct ObjectDiffSide {
     private let relocationsBySection: [Int: [Relocation]]
     /// Allocated sections by address (linked images): where an address lies.
     private let placed: [(start: UInt64, end: UInt64, index: Int)]
+    /// Contents of the allocated sections, by index (nil for the others), read once.
+    private let contents: [ByteView?]
 
     init(file: ELFFile) throws(ObjectDiffError) {
         self.file = file
@@ -68,6 +70,13 @@ struct ObjectDiffSide {
         for (i, unit) in units.enumerated() { bySection[unit.sectionIndex, default: []].append(i) }
         unitsBySection = bySection
 
+        var contents: [ByteView?] = []
+        contents.reserveCapacity(sections.count)
+        do {
+            for section in sections { contents.append(section.isAllocated ? try file.data(of: section) : nil) }
+        } catch { throw .elf(error) }
+        self.contents = contents
+
         placed = sections.filter { $0.isAllocated && $0.size > 0 && $0.flags & ELFConstants.SHF_TLS == 0 }
             .map { (start: $0.address, end: $0.address &+ $0.size, index: $0.index) }
             .sorted { $0.start < $1.start }
@@ -103,8 +112,7 @@ struct ObjectDiffSide {
     /// The unit's bytes (empty for SHT_NOBITS: they are zeros on both sides).
     func bytes(of unit: ObjectDiff.Unit) throws(ObjectDiffError) -> ByteView {
         do {
-            let data = try file.data(of: file.sections[unit.sectionIndex])
-            guard data.count > 0 else { return data }
+            guard let data = contents[unit.sectionIndex], data.count > 0 else { return try file.data(of: file.sections[unit.sectionIndex]) }
             return try data.view(offset: Int(unit.offset), count: Int(unit.size))
         } catch { throw .elf(error) }
     }
@@ -168,7 +176,7 @@ struct ObjectDiffSide {
     /// The NUL-terminated string at `offset` of a string section (without the NUL), or nil when
     /// the offset is outside it.
     func string(in index: Int, at offset: UInt64) -> [UInt8]? {
-        guard let data = try? file.data(of: file.sections[index]), offset < UInt64(data.count) else { return nil }
+        guard let data = contents[index], offset < UInt64(data.count) else { return nil }
         return data.withUnsafeBytes { raw -> [UInt8] in
             var end = Int(offset)
             while end < raw.count, raw[end] != 0 { end += 1 }

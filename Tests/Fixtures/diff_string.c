@@ -1,6 +1,6 @@
 /* suture diff test input: PATCHED edits string literals. The .modinfo entry makes the object look
  * like a linked kernel module (whose strings are merged already), so string hunks are possible;
- * PLAIN_OBJECT leaves it out. */
+ * PLAIN_OBJECT leaves it out; GREET_ONLY limits PATCHED to the first, same-length edit. */
 extern void sink(const char *text);
 
 #ifndef PLAIN_OBJECT
@@ -18,7 +18,7 @@ void greet(void)
 
 void lengthen(void)
 {
-#ifdef PATCHED
+#if defined(PATCHED) && !defined(GREET_ONLY)
 	sink("short, now longer");
 #else
 	sink("short");
@@ -27,7 +27,7 @@ void lengthen(void)
 
 void share_one(void)
 {
-#ifdef PATCHED
+#if defined(PATCHED) && !defined(GREET_ONLY)
 	sink("shared text!");
 #else
 	sink("shared text.");

@@ -198,6 +198,19 @@ import TestSupport
         #expect(built.diff.target?.kind == .process && built.diff.target?.buildID?.count == 40)
     }
 
+    @Test func changedStringOfALibraryIsFoundInItsReadOnlyData() throws {
+        // Linked code keeps no relocations to its strings: the read-only data is compared directly.
+        let built = try build("diff_string.c", flags: ["-O2", "-shared", "-fPIC", "-DPLAIN_OBJECT", "-DGREET_ONLY"])
+        #expect(built.diff.functions.isEmpty && built.diff.objects.isEmpty)
+        let edit = try #require(built.diff.strings.first)
+        #expect(built.diff.strings.count == 1)
+        #expect(edit.original == Array("hello world".utf8) && edit.patched == Array("hello_world".utf8))
+        // readelf: the string is where the edit says, in the original.
+        let rodata = try ReadelfOracle.hexDump(built.original.path, section: edit.section)
+        #expect(Array(rodata[Int(edit.offset)..<Int(edit.offset) + 11]) == edit.original)
+        #expect(edit.hunk == nil && edit.notApplicable != nil)
+    }
+
     @Test func objectAgainstLibraryIsIncompatible() throws {
         let object = try Fixtures.compileFixture("diff_condition.c")
         let library = try Fixtures.compileFixture("diff_condition.c", flags: ["-O2", "-shared", "-fPIC"])
