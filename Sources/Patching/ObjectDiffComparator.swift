@@ -69,6 +69,12 @@ struct ObjectDiffComparator {
         let ua = a.units[i], ub = b.units[j]
         let bytesA = try a.bytes(of: ua), bytesB = try b.bytes(of: ub)
         var result = Result()
+        if ua.size == ub.size, bytesA.count != bytesB.count {
+            // One side zero-filled (.bss), the other initialised.
+            result.differences.append(.init(range: 0..<Int(ua.size), kind: .layout(
+                "moved between \(ua.section) and \(ub.section) (zero-filled and initialised data)")))
+            return result
+        }
         if ua.kind == .object {
             guard ua.size == ub.size else {
                 result.differences.append(.init(range: 0..<Int(max(ua.size, ub.size)), kind: .size(original: ua.size, patched: ub.size)))
@@ -100,7 +106,7 @@ struct ObjectDiffComparator {
         let ua = a.units[i], ub = b.units[j]
         let ra = a.relocations(in: ua.sectionIndex, range: ua.offset..<ua.offset + ua.size)
         let rb = b.relocations(in: ub.sectionIndex, range: ub.offset..<ub.offset + ub.size)
-        guard ra.count == rb.count else { return nil }
+        guard ra.count == rb.count, bytesA.count == Int(ua.size), bytesB.count == bytesA.count, bytesA.count > 0 else { return nil }
         var anonymous: [AnonymousUse] = []
         var fieldEnd = 0
         var equal = true
@@ -206,7 +212,7 @@ struct ObjectDiffComparator {
                     result.differences.append(.init(range: f.range, kind: .layout(
                         "\(f.relocation == nil ? "branch" : "relocated field") to \(describe(f.target)) lies in re-encoded instructions")))
                 }
-                for f in fb[fib...] where f.range.lowerBound < end {
+                for f in fb[fib...] where f.range.lowerBound < end && !fa[fia...].contains(where: { $0.range.lowerBound == f.range.lowerBound }) {
                     result.differences.append(.init(range: f.range, kind: .layout(
                         "\(f.relocation == nil ? "branch" : "relocated field") to \(describe(f.target)) lies in re-encoded instructions")))
                 }

@@ -292,6 +292,50 @@ import TestSupport
         #expect(diff.notApplicable.first?.hasPrefix("nfs_flock: +0x0: changes a byte the kernel rewrites at load: __mcount_loc") == true)
     }
 
+    @Test func corruptObjectsGiveErrorsNotCrashes() throws {
+        // Flip bytes of the symbol, string and relocation tables and of the section headers: every
+        // diff either works or throws a typed error naming the file.
+        let object = try Fixtures.compileFixture("diff_moved.c")
+        let file = try ELFFile(path: object.path)
+        let bytes = file.contents.bytes
+        var targets: [Range<Int>] = [Int(file.header.sectionHeaderOffset)..<bytes.count]
+        for section in file.sections where section.type == 2 || section.type == 3 || section.isRelocationTable {
+            targets.append(Int(section.offset)..<Int(section.offset + section.size))
+        }
+        var generator = SplitMix(seed: 0x5eed)
+        var errors = 0
+        for round in 0..<300 {
+            var copy = bytes
+            let range = targets[round % targets.count]
+            for _ in 0..<3 {
+                let at = range.lowerBound + Int(generator.next() % UInt64(range.count))
+                copy[at] = UInt8(truncatingIfNeeded: generator.next())
+            }
+            do {
+                let broken = try ELFFile(bytes: copy, name: "broken.o")
+                _ = try ObjectDiff(original: file, patched: broken).render()
+                _ = try ObjectDiff(original: broken, patched: file).render()
+            } catch {
+                errors += 1
+                #expect("\(error)".contains("broken.o"), "\(error)")
+            }
+        }
+        #expect(errors > 0)
+    }
+
+    /// A small deterministic generator, so a failure can be replayed.
+    struct SplitMix {
+        var state: UInt64
+        init(seed: UInt64) { state = seed }
+        mutating func next() -> UInt64 {
+            state &+= 0x9e3779b97f4a7c15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xbf58476d1ce4e5b9
+            z = (z ^ (z >> 27)) &* 0x94d049bb133111eb
+            return z ^ (z >> 31)
+        }
+    }
+
     // MARK: Edit scripts
 
     @Test func editScriptIsAShortestEdit() {
