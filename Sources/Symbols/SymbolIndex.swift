@@ -16,97 +16,57 @@ public struct SymbolIndex: Sendable {
     /// Which records' sizes were inferred rather than known: a known size is a stronger claim
     /// when two symbols could contain an address.
     private let sizeInferred: [Bool]
-    /// First record (lowest address) of each name; `nextOfName` chains the rest in address order.
-    private let firstOfName: [String: Int32]
-    private let nextOfName: [Int32]
+    /// Name → the symbols of that name in address order.
+    private let names: NameTable
     /// One address space per section name (nil: absolute addresses, i.e. everything but the
     /// symbols of relocatable objects).
     private let spaces: [String?: AddressSpace]
+    /// For a linked ELF file: its allocated sections, sorted. Addresses outside all of them have no
+    /// symbol. Empty: no such limit (kallsyms, System.map, relocatable objects).
+    var regions: [Range<UInt64>] = []
 
     public var count: Int { records.count }
 
     public init(_ symbols: [SymbolRecord]) {
         var records = symbols
         let n = records.count
+        let addresses = records.map(\.address)
 
         // Address order, ties in input order: this numbers same-name symbols and drives inference.
+        // kallsyms lists the core kernel sorted and each module unsorted: the sort finds the runs.
         var order = [Int32](unsafeUninitializedCapacity: n) { buffer, initialized in
             for i in 0..<n { buffer[i] = Int32(i) }
             initialized = n
         }
-        let sorted = records.withUnsafeBufferPointer { r in
-            (1..<max(n, 1)).allSatisfy { r[$0 - 1].address <= r[$0].address }
-        }
-        if !sorted {
-            records.withUnsafeBufferPointer { r in
-                order.sort { a, b in
-                    let x = r[Int(a)].address, y = r[Int(b)].address
-                    return x != y ? x < y : a < b
+        addresses.withUnsafeBufferPointer { a in
+            if !(0..<max(n - 1, 0)).allSatisfy({ a[$0] <= a[$0 + 1] }) {
+                order.sort { x, y in
+                    let p = a[Int(x)], q = a[Int(y)]
+                    return p != q ? p < q : x < y
                 }
             }
         }
 
-        // Name chains, built backwards so each chain runs in address order.
-        var firstOfName: [String: Int32] = [:]
-        firstOfName.reserveCapacity(n)
-        var nextOfName = [Int32](repeating: -1, count: n)
-        for i in order.reversed() {
-            Self.push(i, onto: &firstOfName[records[Int(i)].name, default: -1], next: &nextOfName)
-        }
-
-        // Size inference, per module: walking down the address order, remember for each module
-        // the lowest address seen so far and the next higher one.
-        var moduleIDs: [RunKey: Int] = [:]
-        var lastKey = RunKey(module: nil, section: nil), lastID = 0
-        var lowest: [UInt64] = [.max]          // per run id; id 0 is the core kernel or a program
-        var nextHigher: [UInt64?] = [nil]
-        var sizeInferred = [Bool](repeating: false, count: n)
-        for i in order.reversed() {
-            let r = records[Int(i)]
-            guard !r.isAbsolute, r.size == nil else { continue }
-            var id = 0
-            if r.module != nil || r.section != nil {
-                // Relocatable objects: each section is its own run of addresses.
-                let key = RunKey(module: r.module, section: r.section)
-                if key == lastKey {
-                    id = lastID
-                } else {
-                    if let known = moduleIDs[key] {
-                        id = known
-                    } else {
-                        id = lowest.count
-                        moduleIDs[key] = id
-                        lowest.append(.max)
-                        nextHigher.append(nil)
-                    }
-                    lastKey = key
-                    lastID = id
-                }
-            }
-            if r.address < lowest[id] {
-                if lowest[id] != .max { nextHigher[id] = lowest[id] }
-                lowest[id] = r.address
-            }
-            if let higher = nextHigher[id] {
-                records[Int(i)].size = higher - r.address
-                sizeInferred[Int(i)] = true
-            }
-        }
+        let sizeInferred = Self.inferSizes(&records, order: order)
+        self.names = NameTable(records: records, order: order)
 
         // Address tables: absolute symbols are left out.
         var spaceMembers: [String?: [Int32]] = [:]
-        for i in order where !records[Int(i)].isAbsolute {
-            spaceMembers[records[Int(i)].section, default: []].append(i)
+        if records.contains(where: { $0.section != nil }) {
+            for i in order where !records[Int(i)].isAbsolute {
+                spaceMembers[records[Int(i)].section, default: []].append(i)
+            }
+        } else {
+            spaceMembers[nil] = order.filter { !records[Int($0)].isAbsolute }
         }
         var spaces: [String?: AddressSpace] = [:]
         for (section, members) in spaceMembers {
-            spaces[section] = AddressSpace(members: members, records: records, sizeInferred: sizeInferred)
+            spaces[section] = AddressSpace(members: members, addresses: addresses, records: records,
+                                           sizeInferred: sizeInferred)
         }
 
         self.records = records
         self.sizeInferred = sizeInferred
-        self.firstOfName = firstOfName
-        self.nextOfName = nextOfName
         self.spaces = spaces
     }
 
@@ -116,10 +76,47 @@ public struct SymbolIndex: Sendable {
         var section: String?
     }
 
-    @inline(__always)
-    private static func push(_ i: Int32, onto head: inout Int32, next: inout [Int32]) {
-        next[Int(i)] = head
-        head = i
+    /// Gives each symbol without a size the distance to the next higher address in its module
+    /// (and section). Walking down the address order, it keeps for each module the lowest address
+    /// seen so far and the next higher one. Returns which sizes it filled in.
+    private static func inferSizes(_ records: inout [SymbolRecord], order: [Int32]) -> [Bool] {
+        var sizeInferred = [Bool](repeating: false, count: records.count)
+        var runIDs: [RunKey: Int] = [:]
+        var lastKey = RunKey(module: nil, section: nil), lastID = 0
+        var lowest: [UInt64] = [.max]          // per run id; id 0 is the core kernel or a program
+        var nextHigher: [UInt64?] = [nil]
+        for i in order.reversed() {
+            let k = Int(i)
+            guard records[k].size == nil, !records[k].isAbsolute else { continue }
+            var id = 0
+            if records[k].module != nil || records[k].section != nil {
+                let key = RunKey(module: records[k].module, section: records[k].section)
+                if key == lastKey {
+                    id = lastID
+                } else {
+                    if let known = runIDs[key] {
+                        id = known
+                    } else {
+                        id = lowest.count
+                        runIDs[key] = id
+                        lowest.append(.max)
+                        nextHigher.append(nil)
+                    }
+                    lastKey = key
+                    lastID = id
+                }
+            }
+            let address = records[k].address
+            if address < lowest[id] {
+                if lowest[id] != .max { nextHigher[id] = lowest[id] }
+                lowest[id] = address
+            }
+            if let higher = nextHigher[id] {
+                records[k].size = higher - address
+                sizeInferred[k] = true
+            }
+        }
+        return sizeInferred
     }
 
     // MARK: By name
@@ -127,10 +124,10 @@ public struct SymbolIndex: Sendable {
     /// Every symbol with this name, in address order (so `name/N` is element N-1).
     public func symbols(named name: String) -> [SymbolRecord] {
         var result: [SymbolRecord] = []
-        var i = firstOfName[name] ?? -1
+        var i = names.first(named: name, in: records)
         while i >= 0 {
             result.append(records[Int(i)])
-            i = nextOfName[Int(i)]
+            i = names.next[Int(i)]
         }
         return result
     }
@@ -192,8 +189,20 @@ public struct SymbolIndex: Sendable {
     }
 
     public func symbolize(_ address: UInt64, section: String?) -> (symbol: SymbolRecord, offset: UInt64)? {
-        guard let i = spaces[section]?.all.lookup(address, records: records, sizeInferred: sizeInferred) else { return nil }
+        guard inRegions(address, section: section),
+              let i = spaces[section]?.all.lookup(address, records: records, sizeInferred: sizeInferred) else { return nil }
         return (records[Int(i)], address - records[Int(i)].address)
+    }
+
+    private func inRegions(_ address: UInt64, section: String?) -> Bool {
+        guard section == nil, !regions.isEmpty else { return true }
+        // Last region starting at or below the address.
+        var low = 0, high = regions.count
+        while low < high {
+            let mid = (low + high) / 2
+            if regions[mid].lowerBound <= address { low = mid + 1 } else { high = mid }
+        }
+        return low > 0 && regions[low - 1].contains(address)
     }
 
     /// The function containing `address` (data symbols are ignored).
@@ -202,7 +211,8 @@ public struct SymbolIndex: Sendable {
     }
 
     public func function(containing address: UInt64, section: String?) -> SymbolRecord? {
-        guard let i = spaces[section]?.functions.lookup(address, records: records, sizeInferred: sizeInferred) else { return nil }
+        guard inRegions(address, section: section),
+              let i = spaces[section]?.functions.lookup(address, records: records, sizeInferred: sizeInferred) else { return nil }
         return records[Int(i)]
     }
 }
@@ -212,9 +222,9 @@ struct AddressSpace: Sendable {
     var all: AddressTable
     var functions: AddressTable
 
-    init(members: [Int32], records: [SymbolRecord], sizeInferred: [Bool]) {
-        all = AddressTable(members: members, records: records, sizeInferred: sizeInferred)
-        functions = AddressTable(members: members.filter { records[Int($0)].isFunction },
+    init(members: [Int32], addresses: [UInt64], records: [SymbolRecord], sizeInferred: [Bool]) {
+        all = AddressTable(members: members, addresses: addresses, records: records, sizeInferred: sizeInferred)
+        functions = AddressTable(members: members.filter { records[Int($0)].isFunction }, addresses: addresses,
                                  records: records, sizeInferred: sizeInferred)
     }
 }
@@ -230,9 +240,9 @@ struct AddressTable: Sendable {
     /// ELF function around a zero-size label). Bounded so a lookup stays cheap.
     private static let walkLimit = 64
 
-    init(members: [Int32], records: [SymbolRecord], sizeInferred: [Bool]) {
+    init(members: [Int32], addresses: [UInt64], records: [SymbolRecord], sizeInferred: [Bool]) {
         self.members = members
-        self.addresses = members.map { records[Int($0)].address }
+        self.addresses = members.map { addresses[Int($0)] }
         self.hasKnownSizes = members.contains { records[Int($0)].size != nil && !sizeInferred[Int($0)] }
     }
 
@@ -289,8 +299,91 @@ struct AddressTable: Sendable {
         let aKnown = a.size != nil && !aInferred, bKnown = b.size != nil && !bInferred
         if aKnown != bKnown { return aKnown }
         if a.isFunction != b.isFunction { return a.isFunction }
-        let aGlobal = a.kind.isUppercase, bGlobal = b.kind.isUppercase
+        let aGlobal = a.isGlobal, bGlobal = b.isGlobal
         if aGlobal != bGlobal { return aGlobal }
         return true
+    }
+}
+
+/// Name → symbols, as an open-addressing hash table over the names' UTF-8 bytes. Swift's
+/// `Dictionary<String, _>` costs about 250 ns an insert (SipHash over a normalized string); this
+/// costs a fraction, which matters for a 200k-symbol kallsyms.
+struct NameTable: Sendable {
+    /// Power-of-two table of the first (lowest-address) record of each name; -1 is empty.
+    private let slots: [Int32]
+    /// Per record: the next record of the same name in address order, -1 at the end.
+    let next: [Int32]
+    private let hashes: [UInt32]
+
+    init(records: [SymbolRecord], order: [Int32]) {
+        let n = records.count
+        var capacity = 16
+        while capacity < 2 * n { capacity <<= 1 }
+        let mask = capacity - 1
+        let hashes = records.map { Self.hash($0.name) }
+        var slots = [Int32](repeating: -1, count: capacity)
+        var next = [Int32](repeating: -1, count: n)
+        // Backwards through the address order, each record becomes its name's new first one.
+        for i in order.reversed() {
+            let h = hashes[Int(i)]
+            var s = Int(h) & mask
+            while true {
+                let head = slots[s]
+                if head < 0 { slots[s] = i; break }
+                if hashes[Int(head)] == h && records[Int(head)].name == records[Int(i)].name {
+                    next[Int(i)] = head
+                    slots[s] = i
+                    break
+                }
+                s = (s + 1) & mask
+            }
+        }
+        self.slots = slots
+        self.next = next
+        self.hashes = hashes
+    }
+
+    /// The lowest-address record with this name, or -1.
+    func first(named name: String, in records: [SymbolRecord]) -> Int32 {
+        let h = Self.hash(name)
+        let mask = slots.count - 1
+        var s = Int(h) & mask
+        while true {
+            let head = slots[s]
+            if head < 0 { return -1 }
+            if hashes[Int(head)] == h && records[Int(head)].name == name { return head }
+            s = (s + 1) & mask
+        }
+    }
+
+    static func hash(_ name: String) -> UInt32 {
+        if let h = name.utf8.withContiguousStorageIfAvailable(hash) { return h }
+        return Array(name.utf8).withUnsafeBufferPointer(hash)
+    }
+
+    /// A multiply-xorshift hash, eight bytes at a time.
+    static func hash(_ bytes: UnsafeBufferPointer<UInt8>) -> UInt32 {
+        let k: UInt64 = 0x9E37_79B9_7F4A_7C15
+        var h = UInt64(bytes.count) &* k
+        guard let base = bytes.baseAddress else { return UInt32(truncatingIfNeeded: h >> 32) }
+        let raw = UnsafeRawPointer(base)
+        var i = 0
+        while i + 8 <= bytes.count {
+            h = (h ^ raw.loadUnaligned(fromByteOffset: i, as: UInt64.self)) &* k
+            h ^= h >> 29
+            i += 8
+        }
+        var tail: UInt64 = 0
+        var shift: UInt64 = 0
+        while i < bytes.count {
+            tail |= UInt64(bytes[i]) << shift
+            shift += 8
+            i += 1
+        }
+        h = (h ^ tail) &* k
+        h ^= h >> 32
+        h = h &* 0xC4CE_B9FE_1A85_EC53
+        h ^= h >> 29
+        return UInt32(truncatingIfNeeded: h)
     }
 }

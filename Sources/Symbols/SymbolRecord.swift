@@ -7,8 +7,13 @@ public struct SymbolRecord: Sendable, Hashable {
     /// The symbol's address; section-relative when `section` is set (relocatable objects).
     public var address: UInt64
     /// The nm/kallsyms type letter: uppercase is global, lowercase local (`T` `t` `D` `d` `B` `b`
-    /// `R` `r` `W` `w` `A` ...).
-    public var kind: Character
+    /// `R` `r` `W` `w` `A` ...). Non-ASCII characters are stored as `?`.
+    public var kind: Character {
+        get { Character(Unicode.Scalar(kindByte)) }
+        set { kindByte = newValue.asciiValue ?? UInt8(ascii: "?") }
+    }
+    /// The letter as its ASCII byte: what lookups compare, since comparing `Character`s is slow.
+    public var kindByte: UInt8
     /// Known (ELF `st_size`) or inferred by `SymbolIndex` (up to the next symbol); nil when neither.
     public var size: UInt64?
     /// The kernel module it belongs to (`"nfs"`), nil for the core kernel or a plain program.
@@ -20,26 +25,40 @@ public struct SymbolRecord: Sendable, Hashable {
 
     public init(name: String, address: UInt64, kind: Character, size: UInt64? = nil,
                 module: String? = nil, section: String? = nil, isFunction: Bool? = nil) {
+        self.init(name: name, address: address, kindByte: kind.asciiValue ?? UInt8(ascii: "?"), size: size,
+                  module: module, section: section, isFunction: isFunction)
+    }
+
+    public init(name: String, address: UInt64, kindByte: UInt8, size: UInt64? = nil,
+                module: String? = nil, section: String? = nil, isFunction: Bool? = nil) {
         self.name = name
         self.address = address
-        self.kind = kind
+        self.kindByte = kindByte
         self.size = size
         self.module = module
         self.section = section
-        self.isFunction = isFunction ?? SymbolRecord.isFunctionKind(kind)
+        self.isFunction = isFunction ?? SymbolRecord.isFunctionKind(kindByte)
     }
 
     /// Whether an nm/kallsyms letter names code.
     public static func isFunctionKind(_ kind: Character) -> Bool {
+        kind.asciiValue.map(isFunctionKind) ?? false
+    }
+
+    @inline(__always)
+    public static func isFunctionKind(_ kind: UInt8) -> Bool {
         switch kind {
-        case "t", "T", "w", "W", "i": return true
+        case UInt8(ascii: "t"), UInt8(ascii: "T"), UInt8(ascii: "w"), UInt8(ascii: "W"), UInt8(ascii: "i"): return true
         default: return false
         }
     }
 
     /// `A`/`a`: the value is a number, not an address (per-CPU offsets, linker constants), so
     /// address lookups ignore it.
-    public var isAbsolute: Bool { kind == "A" || kind == "a" }
+    public var isAbsolute: Bool { kindByte == UInt8(ascii: "A") || kindByte == UInt8(ascii: "a") }
+
+    /// Uppercase letters are global symbols.
+    public var isGlobal: Bool { kindByte >= UInt8(ascii: "A") && kindByte <= UInt8(ascii: "Z") }
 
     /// `name [module]`, or the bare name for the core kernel or a program.
     public var qualifiedName: String {
@@ -76,7 +95,7 @@ extension SymbolRecord: Codable {
             throw DecodingError.dataCorruptedError(forKey: .kind, in: c,
                 debugDescription: "expected one type letter, found \"\(kindText)\"")
         }
-        kind = letter
+        kindByte = letter.asciiValue ?? UInt8(ascii: "?")
         if try !c.contains(.size) || c.decodeNil(forKey: .size) {
             size = nil
         } else {

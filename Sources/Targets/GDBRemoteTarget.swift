@@ -190,7 +190,7 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
             let path = String(decoding: try Self.readXfer(c, object: "exec-file", annex: annex), as: UTF8.self)
             var identity = TargetIdentity(kind: .process, path: path)
             // The executable is only readable here when the stub runs on this machine.
-            if Self.isLoopback(host), let file = try? OpenFile(path: path, wantWrite: false, targetName: name, syscalls: c.syscalls),
+            if Self.isLoopback(host), let file = try? OpenFile(path: path, access: .readOnly, targetName: name, syscalls: c.syscalls),
                let elf = try? ELFLayout.read(file), let notes = try? elf.notes(file) {
                 identity.buildID = ELFLayout.buildID(in: notes)
             }

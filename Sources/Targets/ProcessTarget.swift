@@ -57,7 +57,7 @@ public final class ProcessTarget: MemoryTarget, @unchecked Sendable {
             throw .alreadyTraced(pid: pid, tracer: tracerPid)
         }
         do {
-            memory = try OpenFile(path: "/proc/\(pid)/mem", wantWrite: true, targetName: name, syscalls: syscalls)
+            memory = try OpenFile(path: "/proc/\(pid)/mem", access: .readWriteIfPermitted, targetName: name, syscalls: syscalls)
         } catch {
             tracer.shutdown()
             if case let .systemCall(_, _, _, code) = error, code == EACCES || code == EPERM {
@@ -89,7 +89,7 @@ public final class ProcessTarget: MemoryTarget, @unchecked Sendable {
         }
         let path = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
         // /proc/PID/exe opens the very file the process runs, even if it was replaced or deleted.
-        let file = try OpenFile(path: "/proc/\(pid)/exe", wantWrite: false, targetName: name, syscalls: syscalls)
+        let file = try OpenFile(path: "/proc/\(pid)/exe", access: .readOnly, targetName: name, syscalls: syscalls)
         let layout = try ELFLayout.read(file)
         return TargetIdentity(kind: .process, buildID: ELFLayout.buildID(in: try layout.notes(file)), path: path)
     }
@@ -352,7 +352,7 @@ public final class ProcessTarget: MemoryTarget, @unchecked Sendable {
     /// What the Yama LSM allows, for permission errors.
     static var ptraceScopeNote: String {
         let path = "/proc/sys/kernel/yama/ptrace_scope"
-        guard let file = try? OpenFile(path: path, wantWrite: false, targetName: path, syscalls: Syscalls()),
+        guard let file = try? OpenFile(path: path, access: .readOnly, targetName: path, syscalls: Syscalls()),
               let bytes = try? file.read(offset: 0, count: 1, address: 0), let value = bytes.first else {
             return "Yama is not active (no \(path)): tracing needs the same user or CAP_SYS_PTRACE"
         }
@@ -371,7 +371,7 @@ public final class ProcessTarget: MemoryTarget, @unchecked Sendable {
 
     /// State letter and TracerPid from /proc/PID/status, or nil when there is no such process.
     static func status(of pid: Int32) -> Status? {
-        guard let file = try? OpenFile(path: "/proc/\(pid)/status", wantWrite: false, targetName: "pid:\(pid)", syscalls: Syscalls()) else {
+        guard let file = try? OpenFile(path: "/proc/\(pid)/status", access: .readOnly, targetName: "pid:\(pid)", syscalls: Syscalls()) else {
             return nil
         }
         var text: [UInt8] = []

@@ -76,8 +76,8 @@ struct SymbolsCommand: ParsableCommand {
 
     private func loadIndex() throws -> SymbolIndex {
         if let elf {
-            // TODO(ELF): SymbolIndex(elf:module:) once the ELF module lands.
-            throw Failure("\(elf): --elf needs the ELF module, which is not merged yet")
+            let file = try ELFFile(path: elf)
+            return try SymbolIndex(elf: file, module: Self.moduleName(ofObject: elf))
         }
         if let systemMap {
             return SymbolIndex(try SystemMapParser.parse(try Self.read(systemMap), file: systemMap))
@@ -156,7 +156,7 @@ struct SymbolsCommand: ParsableCommand {
                 Hex.padded(row.address),
                 symbol.map { String($0.kind) } ?? "-",
                 symbol?.size.map(Hex.address) ?? "-",
-                symbol?.module ?? symbol?.section ?? "-",
+                Self.place(of: symbol),
                 symbol?.name ?? "-",
             ]
             if let location = row.location { cells.append(location) }
@@ -182,6 +182,12 @@ struct SymbolsCommand: ParsableCommand {
     struct Failure: Error, CustomStringConvertible {
         let description: String
         init(_ description: String) { self.description = description }
+    }
+
+    /// The module column: `nfs`, `.text` for a relocatable object's section, `nfs:.text` for both.
+    static func place(of symbol: SymbolRecord?) -> String {
+        let parts = [symbol?.module, symbol?.section].compactMap { $0 }
+        return parts.isEmpty ? "-" : parts.joined(separator: ":")
     }
 
     private func printError(_ message: String) {

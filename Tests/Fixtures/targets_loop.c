@@ -24,6 +24,10 @@ static void *sleeper(void *arg) {
 }
 
 int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "once") == 0) {
+        printf("result %d\n", check(input));
+        return 0;
+    }
     int threads = argc > 1 ? atoi(argv[1]) : 0;
     setvbuf(stdout, NULL, _IOLBF, 0);
     for (int i = 0; i < (int)sizeof pattern; i++) pattern[i] = (unsigned char)(i * 7 + 3);

@@ -143,6 +143,23 @@ struct ELFLayout: Sendable {
         return nil
     }
 
+    /// Splits `count` bytes at `address` into file ranges through PT_LOAD segments (a read may
+    /// cross from one segment into the next when they are contiguous in memory). Nil when some
+    /// byte is not in the file.
+    func fileRanges(address: UInt64, count: Int) -> [(offset: UInt64, length: Int)]? {
+        var ranges: [(offset: UInt64, length: Int)] = []
+        var current = address
+        var left = UInt64(count)
+        while left > 0 {
+            guard let hit = fileOffset(ofAddress: current) else { return nil }
+            let length = min(left, hit.available)
+            ranges.append((hit.offset, Int(length)))
+            current &+= length
+            left -= length
+        }
+        return ranges
+    }
+
     /// Notes from SHT_NOTE sections, else from PT_NOTE segments.
     func notes(_ file: OpenFile) throws(TargetError) -> [Note] {
         var regions: [(offset: UInt64, size: UInt64, alignment: UInt64)] = sections

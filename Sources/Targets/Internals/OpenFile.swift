@@ -11,15 +11,25 @@ final class OpenFile: @unchecked Sendable {
     /// The name errors carry (`kmem:/dev/kmem`).
     let targetName: String
 
-    /// Opens read-write when `wantWrite` and permitted, else read-only (then `writable` is false).
-    init(path: String, wantWrite: Bool, targetName: String, syscalls: Syscalls) throws(TargetError) {
+    enum Access {
+        case readOnly
+        case readWrite
+        /// Read-write when permitted, else read-only (then `writable` is false).
+        case readWriteIfPermitted
+    }
+
+    init(path: String, access: Access, targetName: String, syscalls: Syscalls) throws(TargetError) {
         self.path = path
         self.targetName = targetName
         self.syscalls = syscalls
-        if wantWrite, let fd = try? syscalls.open(path, flags: O_RDWR) {
-            self.fd = fd
-            self.writable = true
-            return
+        if access != .readOnly {
+            do {
+                fd = try syscalls.open(path, flags: O_RDWR)
+                writable = true
+                return
+            } catch {
+                if access == .readWrite { throw .system(targetName, "open \(path) for writing", error) }
+            }
         }
         do {
             fd = try syscalls.open(path, flags: O_RDONLY)
@@ -61,16 +71,22 @@ final class OpenFile: @unchecked Sendable {
         guard writable else {
             throw .notSupported(target: targetName, operation: "write", reason: "\(path) could not be opened for writing")
         }
-        let failure: SystemCallError? = bytes.withUnsafeBytes { raw in
-            do throws(SystemCallError) { try syscalls.pwriteFully(fd, raw, offset: offset); return nil }
-            catch { return error }
+        let outcome: Result<Int, SystemCallError> = bytes.withUnsafeBytes { raw in
+            do throws(SystemCallError) { return .success(try syscalls.pwriteFully(fd, raw, offset: offset)) }
+            catch { return .failure(error) }
         }
-        if let error = failure {
+        switch outcome {
+        case .failure(let error):
             if error.code == EIO || error.code == EFAULT || error.code == ENXIO {
                 throw .unmappedAddress(target: targetName, address: address, count: bytes.count,
                                        detail: "\(error) at file offset \(Hex.address(offset))")
             }
             throw .system(targetName, "write \(bytes.count) byte(s) at \(Hex.address(address))", error)
+        case .success(let n) where n < bytes.count:
+            throw .shortTransfer(target: targetName, operation: "write (no progress)", address: address,
+                                 expected: bytes.count, transferred: n)
+        case .success:
+            return
         }
     }
 

@@ -123,17 +123,20 @@ struct Syscalls: Sendable {
         return done
     }
 
-    /// Writes all of `bytes` at `offset`, continuing after short writes and `EINTR`. A write that
-    /// makes no progress is reported as `EIO` rather than looping for ever.
-    func pwriteFully(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, offset: UInt64) throws(SystemCallError) {
+    /// Writes `bytes` at `offset`, continuing after short writes and `EINTR`. Returns how many bytes
+    /// were written: less than asked only when a write made no progress (it returned 0), which is
+    /// reported rather than looped on for ever.
+    func pwriteFully(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, offset: UInt64) throws(SystemCallError) -> Int {
         var done = 0
         while done < bytes.count {
             let n = table.pwrite(fd, bytes.baseAddress! + done, bytes.count - done,
                                  Int64(bitPattern: offset &+ UInt64(done)))
             if n > 0 { done += n; continue }
+            if n == 0 { break }
             if n == -Int(EINTR) { continue }
-            throw SystemCallError(call: "pwrite", code: n == 0 ? EIO : Int32(-n))
+            throw SystemCallError(call: "pwrite", code: Int32(-n))
         }
+        return done
     }
 
     /// fsync(2), retrying `EINTR`.

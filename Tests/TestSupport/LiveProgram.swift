@@ -1,5 +1,4 @@
 import Foundation
-import TestSupport
 
 /// A child process started with posix_spawn in a new session and with a clean signal mask.
 ///
@@ -7,11 +6,12 @@ import TestSupport
 /// Foundation's Process passes that mask on, so a child would never take the SIGINT that gdbserver
 /// uses to interrupt it (and gdbserver itself would never see the SIGIO telling it a 0x03 arrived).
 /// gdbserver signals the inferior's process group, so the child leads its own.
-final class Spawned: @unchecked Sendable {
-    let pid: Int32
+public final class Spawned: @unchecked Sendable {
+    public let pid: Int32
     private var reaped = false
 
-    init(_ path: String, _ arguments: [String], stdout: Int32? = nil, stderrPath: String? = nil) throws {
+    public init(_ path: String, _ arguments: [String], stdout: Int32? = nil, stderrPath: String? = nil,
+                environment: [String: String] = [:]) throws {
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
@@ -32,14 +32,17 @@ final class Spawned: @unchecked Sendable {
         posix_spawn_file_actions_addopen(&actions, 2, stderrPath ?? "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
+        let variables = ProcessInfo.processInfo.environment.merging(environment) { $1 }.map { "\($0)=\($1)" }
+        let envp: [UnsafeMutablePointer<CChar>?] = variables.map { strdup($0) } + [nil]
+        defer { envp.forEach { free($0) } }
         var pid: pid_t = 0
-        let rc = posix_spawn(&pid, path, &actions, &attributes, argv, environ)
+        let rc = posix_spawn(&pid, path, &actions, &attributes, argv, envp)
         guard rc == 0 else { throw Fixtures.Failure("posix_spawn \(path): \(String(cString: strerror(rc)))") }
         self.pid = pid
     }
 
     /// Still running (not exited, or exited but reaped by a tracer's waitpid)?
-    var isRunning: Bool {
+    public var isRunning: Bool {
         guard !reaped else { return false }
         var status: Int32 = 0
         let r = waitpid(pid, &status, WNOHANG)
@@ -50,13 +53,13 @@ final class Spawned: @unchecked Sendable {
         return true
     }
 
-    func waitForExit(seconds: Double) -> Bool {
+    public func waitForExit(seconds: Double) -> Bool {
         let end = Date().addingTimeInterval(seconds)
         while isRunning, Date() < end { usleep(5_000) }
         return !isRunning
     }
 
-    func kill(_ signal: Int32 = SIGKILL) {
+    public func kill(_ signal: Int32 = SIGKILL) {
         guard isRunning else { return }
         Glibc.kill(pid, signal)
         _ = waitForExit(seconds: 10)
@@ -65,19 +68,19 @@ final class Spawned: @unchecked Sendable {
 
 /// A fixture program running for a test: its output collected line by line, killed by `stop()`
 /// (tests call it in `defer`).
-final class LiveProgram: @unchecked Sendable {
-    let executable: URL
-    let child: Spawned
-    var pid: Int32 { child.pid }
+public final class LiveProgram: @unchecked Sendable {
+    public let executable: URL
+    public let child: Spawned
+    public var pid: Int32 { child.pid }
     /// Addresses the program printed: `check=0x…`, `pattern=0x…`.
-    private(set) var printed: [String: UInt64] = [:]
+    public private(set) var printed: [String: UInt64] = [:]
 
     private let lock = NSLock()
     private var lines: [String] = []
     private var partial = ""
     private var lineCount = 0
 
-    init(_ executable: URL, arguments: [String] = []) throws {
+    public init(_ executable: URL, arguments: [String] = []) throws {
         self.executable = executable
         var fds: [Int32] = [0, 0]
         guard pipe(&fds) == 0 else { throw Fixtures.Failure("pipe failed") }
@@ -127,7 +130,7 @@ final class LiveProgram: @unchecked Sendable {
     }
 
     /// How many lines have been printed so far.
-    var linesSeen: Int {
+    public var linesSeen: Int {
         lock.lock()
         defer { lock.unlock() }
         return lineCount
@@ -135,7 +138,7 @@ final class LiveProgram: @unchecked Sendable {
 
     /// Waits for a line printed after the first `after` lines that satisfies `matches`.
     @discardableResult
-    func waitForLine(after: Int = 0, timeout: Double = 10, _ matches: (String) -> Bool) throws -> String {
+    public func waitForLine(after: Int = 0, timeout: Double = 10, _ matches: (String) -> Bool) throws -> String {
         let end = Date().addingTimeInterval(timeout)
         while Date() < end {
             lock.lock()
@@ -153,24 +156,24 @@ final class LiveProgram: @unchecked Sendable {
     }
 
     /// The state letter from /proc/PID/stat (R, S, t, T, Z…), or nil once the process is gone.
-    var state: Character? {
+    public var state: Character? {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
               let close = stat.lastIndex(of: ")") else { return nil }
         return stat[stat.index(close, offsetBy: 2)]
     }
 
-    func stop() { child.kill() }
+    public func stop() { child.kill() }
 }
 
 /// Helpers shared by the target tests.
-enum TargetFixtures {
+public enum TargetFixtures {
     /// Builds Tests/Fixtures/targets_loop.c (at -O0, so check() keeps its conditional jump).
-    static func loopProgram() throws -> URL {
+    public static func loopProgram() throws -> URL {
         try Fixtures.compileFixture("targets_loop.c", flags: ["-O0", "-pthread"])
     }
 
     /// A TCP port nobody listens on right now (the kernel picks it).
-    static func freePort() throws -> UInt16 {
+    public static func freePort() throws -> UInt16 {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw Fixtures.Failure("socket failed") }
         defer { close(fd) }
@@ -189,7 +192,7 @@ enum TargetFixtures {
     /// The address `check` (a symbol of `executable`) has in the running process, from
     /// /proc/PID/maps and `nm`/`readelf` as independent oracles: the load bias is the start of the
     /// mapping at file offset 0 minus the first PT_LOAD's address.
-    static func runtimeAddress(of symbol: String, in executable: URL, pid: Int32) throws -> (runtime: UInt64, fileOffset: UInt64) {
+    public static func runtimeAddress(of symbol: String, in executable: URL, pid: Int32) throws -> (runtime: UInt64, fileOffset: UInt64) {
         let nm = try Fixtures.check("nm", [executable.path])
         guard let line = nm.split(separator: "\n").first(where: { $0.hasSuffix(" " + symbol) }),
               let value = UInt64(line.split(separator: " ")[0], radix: 16) else {
@@ -211,10 +214,10 @@ enum TargetFixtures {
         return (value + bias, value - segment.vaddr + segment.offset)
     }
 
-    struct Load { var offset: UInt64; var vaddr: UInt64; var filesz: UInt64; var memsz: UInt64 }
+    public struct Load { public var offset: UInt64; public var vaddr: UInt64; public var filesz: UInt64; public var memsz: UInt64 }
 
     /// PT_LOAD entries from `readelf -lW`.
-    static func programHeaders(_ file: URL) throws -> [Load] {
+    public static func programHeaders(_ file: URL) throws -> [Load] {
         try Fixtures.check("readelf", ["-lW", file.path]).split(separator: "\n").compactMap { line in
             let f = line.split(separator: " ", omittingEmptySubsequences: true)
             guard f.first == "LOAD", f.count >= 6 else { return nil }
@@ -224,7 +227,7 @@ enum TargetFixtures {
     }
 
     /// The conditional jump in `symbol` per objdump: its offset in the function and its opcode byte.
-    static func conditionalJump(in symbol: String, of executable: URL) throws -> (offset: UInt64, opcode: UInt8) {
+    public static func conditionalJump(in symbol: String, of executable: URL) throws -> (offset: UInt64, opcode: UInt8) {
         let text = try Fixtures.check("objdump", ["-d", "--disassemble=\(symbol)", executable.path])
         var start: UInt64?
         for line in text.split(separator: "\n") {
@@ -239,7 +242,7 @@ enum TargetFixtures {
     }
 
     /// Bytes of a file at an offset (the oracle for code bytes).
-    static func fileBytes(_ file: URL, offset: UInt64, count: Int) throws -> [UInt8] {
+    public static func fileBytes(_ file: URL, offset: UInt64, count: Int) throws -> [UInt8] {
         let handle = try FileHandle(forReadingFrom: file)
         defer { try? handle.close() }
         try handle.seek(toOffset: offset)
@@ -248,7 +251,7 @@ enum TargetFixtures {
 
     /// gdbserver attached to `pid` on a free port; killed by the caller's `defer`.
     /// Its messages go to /tmp/suture-gdbserver-PORT.log.
-    static func startGDBServer(attachingTo pid: Int32) throws -> (process: Spawned, port: UInt16) {
+    public static func startGDBServer(attachingTo pid: Int32) throws -> (process: Spawned, port: UInt16) {
         let port = try freePort()
         let server = try Spawned("/usr/bin/gdbserver", ["--attach", "127.0.0.1:\(port)", String(pid)],
                                  stderrPath: "/tmp/suture-gdbserver-\(port).log")
