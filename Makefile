@@ -26,8 +26,9 @@ fetch: build
 demo: fetch
 	$(SWIFT) run suture demo
 
+# Swift Testing runs suites concurrently; lab suites serialise themselves (one VM at a time).
 test: fetch
-	$(SWIFT) test --parallel --num-workers 2
+	$(SWIFT) test
 
 clean:
 	rm -rf .build
