@@ -1,6 +1,7 @@
 import Dispatch
 import ELF
 import Glibc
+import Symbols
 
 /// A kernel under QEMU's gdbstub, or a process under gdbserver, through the GDB Remote Serial
 /// Protocol over TCP.
@@ -68,6 +69,13 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
 
     /// `m` requests ask for at most this many bytes (QEMU 7.2 answers E22 above 0x800).
     static let readChunk = 0x800
+
+    /// Connects to a kernel's gdbstub (or, with no symbols, any stub); see `init(host:port:kernel:options:)`.
+    /// - Parameter symbols: the kernel's symbols (kallsyms), locating `linux_banner`,
+    ///   `__start_notes`/`__stop_notes` and `phys_base`.
+    public convenience init(host: String, port: UInt16, symbols: SymbolIndex?, options: Options = Options()) throws {
+        try self.init(host: host, port: port, kernel: symbols.map(KernelSymbols.init(index:)), options: options)
+    }
 
     /// Connects, drains QEMU's unsolicited stop reply, negotiates, learns the threads and the
     /// architecture, and resumes the target.
@@ -190,9 +198,8 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
             let path = String(decoding: try Self.readXfer(c, object: "exec-file", annex: annex), as: UTF8.self)
             var identity = TargetIdentity(kind: .process, path: path)
             // The executable is only readable here when the stub runs on this machine.
-            if Self.isLoopback(host), let file = try? OpenFile(path: path, access: .readOnly, targetName: name, syscalls: c.syscalls),
-               let elf = try? ELFLayout.read(file), let notes = try? elf.notes(file) {
-                identity.buildID = ELFLayout.buildID(in: notes)
+            if Self.isLoopback(host), let buildID = try? ELFFile(path: path).buildID() {
+                identity.buildID = Hex.bytes(buildID, separator: "")
             }
             return identity
         }

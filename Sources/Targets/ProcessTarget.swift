@@ -89,9 +89,12 @@ public final class ProcessTarget: MemoryTarget, @unchecked Sendable {
         }
         let path = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
         // /proc/PID/exe opens the very file the process runs, even if it was replaced or deleted.
-        let file = try OpenFile(path: "/proc/\(pid)/exe", access: .readOnly, targetName: name, syscalls: syscalls)
-        let layout = try ELFLayout.read(file)
-        return TargetIdentity(kind: .process, buildID: ELFLayout.buildID(in: try layout.notes(file)), path: path)
+        do {
+            let buildID = try ELFFile(path: "/proc/\(pid)/exe").buildID()
+            return TargetIdentity(kind: .process, buildID: buildID.map { Hex.bytes($0, separator: "") }, path: path)
+        } catch {
+            throw processGoneOr(.elf(error))
+        }
     }
 
     public func read(at address: UInt64, count: Int) throws -> [UInt8] {
