@@ -41,6 +41,8 @@ public struct KernelSymbols: Sendable, Hashable {
     /// `__START_KERNEL_map`: kernel text is mapped at this virtual address plus its physical address
     /// minus `phys_base` (x86-64).
     public static let startKernelMap: UInt64 = 0xffff_ffff_8000_0000
+    /// Where the module area begins (MODULES_VADDR): the kernel image lies below it.
+    public static let modulesStart: UInt64 = 0xffff_ffff_c000_0000
 
     /// Reads the kernel's identity through `read`: the banner (and the release in it) and the GNU
     /// build-id from the notes. Throws when neither symbol is known: an identity that knows nothing

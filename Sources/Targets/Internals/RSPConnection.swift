@@ -22,7 +22,6 @@ final class RSPConnection {
     /// The last stop reply that arrived while something else was awaited (a stale or unsolicited one).
     private(set) var strayStopReply: [UInt8]?
 
-    private let debug = getenv("SUTURE_RSP_DEBUG") != nil
     private var inbox: [UInt8] = []
     private var inboxStart = 0
     private var outbox: [UInt8] = []
@@ -120,7 +119,6 @@ final class RSPConnection {
             do throws(SystemCallError) { return .success(try syscalls.sendAll(fd, raw, until: deadline)) }
             catch { return .failure(error) }
         }
-        if debug { let line = "-> \(String(decoding: outbox.prefix(200), as: UTF8.self))\n"; _ = line.withCString { Glibc.write(2, $0, strlen($0)) } }
         outbox.removeAll(keepingCapacity: true)
         switch outcome {
         case .success(true): return
@@ -152,7 +150,6 @@ final class RSPConnection {
                     inboxStart = 0
                 }
                 inbox.append(contentsOf: receiveBuffer[0..<n])
-                if debug { let line = "<- \(String(decoding: receiveBuffer[0..<min(n, 200)], as: UTF8.self))\n"; _ = line.withCString { Glibc.write(2, $0, strlen($0)) } }
             case .failure(let error):
                 if error.code == ECONNRESET { throw .connectionClosed(target: name, during: waitingFor) }
                 throw .system(name, "receive (\(waitingFor))", error)
