@@ -237,6 +237,7 @@ public final class ProcessTarget: MemoryTarget, @unchecked Sendable {
     private func waitForStop(_ tid: Int32) throws(TargetError) -> Int32? {
         let deadline = Deadline.after(seconds: options.stopTimeout)
         var pause: UInt32 = 10
+        var spins = 0
         while true {
             let result: (pid: pid_t, status: Int32)
             do { result = try syscalls.waitpid(tid, options: WNOHANG | Self.waitAll) } catch {
@@ -259,9 +260,15 @@ public final class ProcessTarget: MemoryTarget, @unchecked Sendable {
                 throw .timeout(target: name, waitingFor: "thread \(tid) to stop (state \(Self.status(of: tid)?.state ?? "?"))",
                                seconds: options.stopTimeout)
             }
-            // Stops take microseconds; poll briefly first, then back off.
-            usleep(pause)
-            pause = min(pause * 2, 1000)
+            // A stop takes microseconds: yield the CPU (the tracee may need it to get there) for the
+            // first polls, then back off with sleeps.
+            if spins < 64 {
+                spins += 1
+                sched_yield()
+            } else {
+                usleep(pause)
+                pause = min(pause * 2, 1000)
+            }
         }
     }
 
