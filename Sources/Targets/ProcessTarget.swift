@@ -282,9 +282,13 @@ public final class ProcessTarget: MemoryTarget, @unchecked Sendable {
 
     private func detachAll() {
         for (tid, signal) in threads {
-            // ESRCH: the thread died meanwhile; nothing left to detach.
-            _ = try? syscalls.ptrace(PtraceRequest.detach, tid, address: nil,
-                                     data: UnsafeMutableRawPointer(bitPattern: Int(signal)))
+            do {
+                try syscalls.ptrace(PtraceRequest.detach, tid, address: nil, data: UnsafeMutableRawPointer(bitPattern: Int(signal)))
+            } catch {
+                // ESRCH: the thread died meanwhile (killed while stopped). Its exit is reported to
+                // the tracer, and it lingers as a zombie until collected: collect it.
+                _ = try? syscalls.waitpid(tid, options: WNOHANG | Self.waitAll)
+            }
         }
         threads = [:]
     }
