@@ -1,4 +1,6 @@
+import ELF
 import Foundation
+import Targets
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -246,6 +248,54 @@ public struct BuiltObject: Sendable, Hashable {
     public var before: String
     /// The patched build, kept in the cache.
     public var after: String
+}
+
+extension KernelBuildResult {
+    /// Compares each object before and after (ObjectDiff, with the object's module) and makes one
+    /// bundle of all their hunks, bound to `identity`. Objects the patch left equal contribute
+    /// nothing; every reason a change cannot be made in place is reported together. Reported as
+    /// the `diff` phase.
+    public func bundle(identity: TargetIdentity?, description: String,
+                       progress: KernelBuildProgress) throws(KernelBuildError) -> KernelBuildBundle {
+        let started = KernelBuildClock.now
+        progress(.started(.diff, detail: objects.map(\.object.object).joined(separator: " ")))
+        var diffs: [ObjectDiff] = []
+        for built in objects {
+            do {
+                let before = try ELFFile(path: built.before), after = try ELFFile(path: built.after)
+                diffs.append(try ObjectDiff(original: before, patched: after, options: .init(module: built.object.module)))
+            } catch let error as ObjectDiffError {
+                throw .diff(error)
+            } catch let error as ELFError {
+                throw .diff(.elf(error))
+            } catch {
+                throw .diff(.incompatible(original: built.before, patched: built.after, reason: "\(error)"))
+            }
+        }
+        let reasons = diffs.flatMap(\.notApplicable)
+        guard reasons.isEmpty else {
+            throw .diff(.notApplicable(original: objects.map(\.before).joined(separator: ", "),
+                                       patched: objects.map(\.after).joined(separator: ", "), reasons: reasons))
+        }
+        let hunks = diffs.flatMap(\.hunks)
+        guard !hunks.isEmpty else {
+            throw .diff(.nothingToPatch(original: objects.map(\.before).joined(separator: ", "),
+                                        patched: objects.map(\.after).joined(separator: ", ")))
+        }
+        let images = diffs.flatMap(\.images)
+        let bundle = PatchBundle(description: description, target: identity, architecture: diffs.first?.architecture?.rawValue,
+                                 hunks: hunks, functions: images.isEmpty ? nil : images)
+        progress(.finished(.diff, seconds: KernelBuildClock.seconds(since: started),
+                           detail: "\(hunks.count) hunk\(hunks.count == 1 ? "" : "s") in \(Set(hunks.compactMap(\.symbol)).sorted().joined(separator: ", "))"))
+        return KernelBuildBundle(diffs: diffs, bundle: bundle)
+    }
+}
+
+/// The difference of a build's objects, and the bundle that makes it in place.
+public struct KernelBuildBundle: Sendable {
+    /// One per object, in the patch's order.
+    public var diffs: [ObjectDiff]
+    public var bundle: PatchBundle
 }
 
 /// What `KernelBuild.buildObjects` produced.

@@ -33,8 +33,8 @@ public enum KernelBuildError: Error, CustomStringConvertible {
     case kernelImage(path: String, reason: String)
     /// Restoring the tree after building failed: the journal still holds the original files.
     case restoreFailed(tree: String, journal: String, reason: String)
-    /// ObjectDiff could not compare the objects, or found nothing to do in place.
-    case diff(String)
+    /// ObjectDiff could not compare the objects, or their difference cannot be made in place.
+    case diff(ObjectDiffError)
 
     public var description: String {
         switch self {
@@ -89,8 +89,8 @@ public enum KernelBuildError: Error, CustomStringConvertible {
         case let .restoreFailed(tree, journal, reason):
             return "\(tree): could not restore the files the patch changed (\(reason)); the originals are kept in \(journal) "
                 + "and the next `suture build` on this tree restores them first"
-        case let .diff(message):
-            return message
+        case let .diff(error):
+            return "\(error)"
         }
     }
 

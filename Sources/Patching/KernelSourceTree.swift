@@ -128,7 +128,6 @@ public struct KernelSourceTree: Sendable, Hashable {
 
     /// Why `base` is not built: the list it is in and the option that is off, or that no list names it.
     private func notBuiltReason(_ base: String, in makefile: KbuildMakefile, config: KernelConfig) -> String {
-        let where_ = relative(makefile.path)
         if let assignment = makefile.assignments.first(where: { $0.words.contains(base) }) {
             let options = Self.configOptions(in: assignment.rawName)
             let state = options.map { "\($0) is \(config[$0].map { "\"\($0)\"" } ?? "not set")" }.joined(separator: ", ")

@@ -93,17 +93,30 @@ struct BuildCommand: ParsableCommand {
                 build = KernelBuild(tree: tree, configFile: config ?? tree.dotConfig, compiler: cc, cache: cache, jobs: jobs)
             }
             let result = try build.buildObjects(patch: sourcePatch, progress: printer.report)
-            print("compiler: \(result.compiler.versionText)")
+            let made = try result.bundle(identity: identity,
+                                         description: "suture build \((patch as NSString).lastPathComponent) on \(build.sourceLabel) "
+                                            + "(\(result.compiler.versionText))",
+                                         progress: printer.report)
+            let destination = output ?? Self.defaultOutput(for: patch)
+            try made.bundle.save(path: destination)
+
+            print("")
             for built in result.objects {
                 print("object \(built.object)")
                 print("  before  \(built.before)")
                 print("  after   \(built.after)")
             }
-            _ = identity
+            let terminal = isatty(STDOUT_FILENO) == 1
+            for diff in made.diffs where !diff.isEmpty { print(diff.render(style: .unified, color: terminal)) }
+            let hunks = made.bundle.hunks
+            print("bundle \(destination): \(made.bundle.id), \(hunks.count) hunk\(hunks.count == 1 ? "" : "s"), bound to "
+                  + Self.describe(identity))
             print("total \(PhasePrinter.format(printer.total()))")
-        } catch {
+        } catch let error as KernelBuildError {
             writeError("suture build: \(error)")
             throw ExitCode(error.isRefusal ? ExitStatus.refused : ExitStatus.error)
+        } catch {
+            throw fail("build", error)
         }
     }
 }
@@ -143,6 +156,21 @@ private extension String {
     func leftPadded(to width: Int) -> String { count >= width ? self : String(repeating: " ", count: width - count) + self }
 }
 
+extension BuildCommand {
+    /// `nfs_flock.patch` → `nfs_flock.bundle.json`, in the current folder.
+    static func defaultOutput(for patch: String) -> String {
+        var name = (patch as NSString).lastPathComponent
+        for suffix in [".patch", ".diff"] where name.hasSuffix(suffix) { name.removeLast(suffix.count) }
+        return name + ".bundle.json"
+    }
+
+    static func describe(_ identity: TargetIdentity?) -> String {
+        guard let identity else { return "no kernel (apply needs --force identity)" }
+        return [identity.release.map { "release \($0)" }, identity.buildID.map { "build-id \($0)" }]
+            .compactMap { $0 }.joined(separator: ", ")
+    }
+}
+
 extension KernelBuildError {
     /// Refusals (the inputs do not fit: another compiler, a patch that does not apply, a file that
     /// is no object's source) exit with the refused status; failures of the machinery with 1.
@@ -151,6 +179,11 @@ extension KernelBuildError {
         case .compilerMismatch, .compilerUnknown, .patchDoesNotApply, .unsupportedFile, .objectNotBuilt,
              .unknownDebianKernel, .patchEmpty, .patchMalformed:
             return true
+        case let .diff(error):
+            switch error {
+            case .notApplicable, .nothingToPatch: return true
+            default: return false
+            }
         default:
             return false
         }

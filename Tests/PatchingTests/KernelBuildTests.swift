@@ -358,7 +358,7 @@ struct KernelBuildTests {
         let patch = Fixtures.sourcesFolder.appendingPathComponent("nfs_flock.patch").path
         let result = try Fixtures.suture(["build", "--debian-kernel", Self.release, patch, "-o", bundlePath])
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
-        for phase in ["download", "unpack", "identity", "olddefconfig", "modules_prepare", "build before", "build after"] {
+        for phase in ["download", "unpack", "identity", "olddefconfig", "modules_prepare", "build before", "build after", "diff"] {
             #expect(result.stdout.contains("  \(phase) "), "no \(phase) line in:\n\(result.stdout)")
         }
         #expect(result.stdout.contains("total "))
@@ -369,6 +369,20 @@ struct KernelBuildTests {
         }
         let before = try path("before"), after = try path("after")
         #expect(before.hasSuffix("/before/fs/nfs/file.o"))
+
+        // The bundle: exactly one hunk, whole instructions (je rel8 is 74 39), in module nfs, bound
+        // to the Debian image's release and build-id (readelf's reading of the vmlinux notes).
+        let bundle = try PatchBundle.load(path: bundlePath)
+        #expect(bundle.hunks == [Hunk(symbol: "nfs_flock", module: "nfs", offset: 0x2f,
+                                      expected: [0x74, 0x39], replacement: [0x75, 0x39])])
+        #expect(bundle.target?.kind == .kernel)
+        #expect(bundle.target?.release == Self.release)
+        let notes = try Fixtures.check("readelf", ["-n", try Fixtures.debianVmlinux().path])
+        let buildID = try #require(notes.split(separator: "\n").first { $0.contains("Build ID:") })
+            .split(separator: ":").last!.trimmingCharacters(in: .whitespaces)
+        #expect(bundle.target?.buildID == buildID)
+        #expect(bundle.architecture == "x86_64")
+        #expect(bundle.functions?.map(\.symbol) == ["nfs_flock"])
 
         // The unpatched rebuild is Debian's code: nfs_flock equals the shipped nfs.ko's outside the
         // bytes relocations and kernel tables rewrite (in either file).
