@@ -185,20 +185,28 @@ public struct KernelBuild: Sendable {
         for object in targets { unlink(tree.root + "/" + object) }
         let log = tree.logs + "/" + phase.rawValue.replacingOccurrences(of: " ", with: "-") + ".log"
         let cpu = try make(["-j\(jobs)"] + targets, compiler: compiler, log: log)
-        try? FileManager.default.removeItem(atPath: folder)
         for object in objects {
             let built = tree.root + "/" + object.object
             guard FileManager.default.fileExists(atPath: built) else {
                 throw .objectMissing(path: built, command: "make \(object.object)")
             }
             try checkCompiledAs(object)
+            // Copied under a temporary name and renamed over the old copy: a reader of the cache
+            // (another build of the same patch, a test) never sees a missing or half-written file.
             let kept = folder + "/" + object.object
+            let temporary = kept + ".partial-\(getpid())"
             do {
                 try FileManager.default.createDirectory(atPath: (kept as NSString).deletingLastPathComponent,
                                                         withIntermediateDirectories: true)
-                try FileManager.default.copyItem(atPath: built, toPath: kept)
+                try? FileManager.default.removeItem(atPath: temporary)
+                try FileManager.default.copyItem(atPath: built, toPath: temporary)
             } catch {
                 throw .io(path: kept, operation: "copy \(built) to", errno: errno == 0 ? EIO : errno)
+            }
+            guard rename(temporary, kept) == 0 else {
+                let code = errno
+                unlink(temporary)
+                throw .io(path: kept, operation: "rename \(temporary) to", errno: code)
             }
         }
         progress(.finished(phase, seconds: KernelBuildClock.seconds(since: started),

@@ -24,6 +24,14 @@ struct KernelBuildTests {
         String(try Fixtures.check("sha256sum", [path]).prefix(64))
     }
 
+    /// Checksums of files in the tree, read while holding the tree's build lock: another build
+    /// (the lab test's, run concurrently) may have the tree patched between its own lock and unlock.
+    static func treeChecksums(_ tree: KernelSourceTree, _ paths: [String]) throws -> [String] {
+        let lock = try KernelBuildLock(tree.lockFile)
+        defer { withExtendedLifetime(lock) {} }
+        return try paths.map(sha256)
+    }
+
     /// The first line of `gcc-12 --version`, straight from the compiler.
     static func gcc12VersionLine() throws -> String {
         String(try Fixtures.check("gcc-12", ["--version"]).split(separator: "\n")[0])
@@ -87,7 +95,7 @@ struct KernelBuildTests {
 
         let watched = [tree.root + "/fs/nfs/file.c", tree.dotConfig, tree.prepareStamp]
             .filter { FileManager.default.fileExists(atPath: $0) }
-        let before = try watched.map(Self.sha256)
+        let before = try Self.treeChecksums(tree, watched)
         let patch = Fixtures.sourcesFolder.appendingPathComponent("nfs_flock.patch").path
         let result = try Fixtures.suture(["build", "--kernel-source", tree.root, "--config", configPath, patch,
                                           "-o", folder.appendingPathComponent("b.json").path])
@@ -95,7 +103,7 @@ struct KernelBuildTests {
         #expect(result.stderr.contains("CONFIG_CC_VERSION_TEXT"))
         #expect(result.stderr.contains("gcc-12 (Debian 12.2.0-14+deb12u2) 12.2.0"))
         #expect(result.stderr.contains(try Self.gcc12VersionLine()))
-        #expect(try watched.map(Self.sha256) == before)
+        #expect(try Self.treeChecksums(tree, watched) == before)
         #expect(!FileManager.default.fileExists(atPath: folder.appendingPathComponent("b.json").path))
     }
 
@@ -118,17 +126,52 @@ struct KernelBuildTests {
         let patch = folder.appendingPathComponent("two-hunks.patch")
         try text.write(to: patch, atomically: true, encoding: .utf8)
         let file = tree.root + "/fs/nfs/file.c"
-        let before = try Self.sha256(file)
+        let before = try Self.treeChecksums(tree, [file])
 
         let result = try Fixtures.suture(["build", "--debian-kernel", Self.release, patch.path,
                                           "-o", folder.appendingPathComponent("b.json").path])
         #expect(result.status == 3, "\(result.stdout)\n\(result.stderr)")
         #expect(result.stderr.contains("does not apply"))
         #expect(result.stderr.contains("Hunk #2 FAILED"))      // patch's own words
-        #expect(try Self.sha256(file) == before)
+        #expect(try Self.treeChecksums(tree, [file]) == before)
         for leftover in [file + ".orig", file + ".rej", tree.journal] {
             #expect(!FileManager.default.fileExists(atPath: leftover), "\(leftover) left behind")
         }
+    }
+
+    @Test("a patch that breaks the build fails with gcc's error; the tree is restored")
+    func patchBreaksBuild() throws {
+        let (_, tree) = try Self.debian()
+        let folder = try Fixtures.temporaryFolder("suture-build")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let text = """
+            --- a/fs/nfs/file.c
+            +++ b/fs/nfs/file.c
+            @@ -841,7 +841,7 @@
+             \tdprintk("NFS: flock(%pD2, t=%x, fl=%x)\\n",
+             \t\t\tfilp, fl->fl_type, fl->fl_flags);
+             
+            -\tif (!(fl->fl_flags & FL_FLOCK))
+            +\tif (!(fl->fl_flags & FL_FLOCK_SUTURE_UNDECLARED))
+             \t\treturn -ENOLCK;
+             
+             \tif (NFS_SERVER(inode)->flags & NFS_MOUNT_LOCAL_FLOCK)
+
+            """
+        let patch = folder.appendingPathComponent("broken.patch")
+        try text.write(to: patch, atomically: true, encoding: .utf8)
+        let file = tree.root + "/fs/nfs/file.c"
+        let before = try Self.treeChecksums(tree, [file])
+
+        let result = try Fixtures.suture(["build", "--debian-kernel", Self.release, patch.path,
+                                          "-o", folder.appendingPathComponent("b.json").path])
+        #expect(result.status == 1, "\(result.stdout)\n\(result.stderr)")
+        #expect(result.stdout.contains("build before"))             // the unpatched object was built
+        #expect(result.stderr.contains("FL_FLOCK_SUTURE_UNDECLARED"))  // gcc's error, from make's output
+        #expect(result.stderr.contains("build-after.log"))
+        #expect(try Self.treeChecksums(tree, [file]) == before)
+        #expect(!FileManager.default.fileExists(atPath: tree.journal))
+        #expect(!FileManager.default.fileExists(atPath: folder.appendingPathComponent("b.json").path))
     }
 
     @Test("files that are not a .c built into an object are refused by name")
