@@ -50,7 +50,7 @@ public struct DebianKernelSource: Sendable {
 
     /// Downloads and unpacks what is missing; cheap when both are there. Phases are reported as
     /// `download` and `unpack` (skipped with the reason when cached).
-    public func ensure(progress: KernelBuildProgress) throws(KernelBuildError) -> KernelSourceTree {
+    public func ensure(progress: KernelBuildProgress, interruption: BuildInterruption? = nil) throws(KernelBuildError) -> KernelSourceTree {
         let lock = try KernelBuildLock(cache + "/kernel-source/.lock")
         defer { withExtendedLifetime(lock) {} }
 
@@ -62,7 +62,7 @@ public struct DebianKernelSource: Sendable {
         if wanted.isEmpty {
             progress(.skipped(.download, reason: "packages in \(debs) or already unpacked"))
         } else {
-            try download(wanted.map(\.package), progress: progress)
+            try download(wanted.map(\.package), progress: progress, interruption: interruption)
         }
 
         if imageReady && sourceReady {
@@ -72,19 +72,20 @@ public struct DebianKernelSource: Sendable {
         let started = KernelBuildClock.now
         progress(.started(.unpack, detail: [imageReady ? nil : pin.imagePackage, sourceReady ? nil : pin.sourcePackage]
             .compactMap { $0 }.joined(separator: ", ")))
-        if !imageReady { try unpackImage() }
-        if !sourceReady { try unpackSource() }
+        if !imageReady { try unpackImage(interruption) }
+        if !sourceReady { try unpackSource(interruption) }
         progress(.finished(.unpack, seconds: KernelBuildClock.seconds(since: started), detail: sourceRoot))
         return try KernelSourceTree(root: sourceRoot)
     }
 
-    private func download(_ packages: [String], progress: KernelBuildProgress) throws(KernelBuildError) {
+    private func download(_ packages: [String], progress: KernelBuildProgress,
+                          interruption: BuildInterruption?) throws(KernelBuildError) {
         try? FileManager.default.createDirectory(atPath: debs, withIntermediateDirectories: true)
         let specs = packages.map { "\($0)=\(pin.version)" }
         progress(.started(.download, detail: "apt-get download " + specs.joined(separator: " ")))
         let started = KernelBuildClock.now
         for (package, spec) in zip(packages, specs) {
-            let result = try HostTool.run("apt-get", ["download", spec], in: debs, package: "apt")
+            let result = try HostTool.run("apt-get", ["download", spec], in: debs, package: "apt", interruption: interruption)
             guard result.status == 0 else {
                 let policy = (try? HostTool.run("apt-cache", ["policy", package], package: "apt"))?.output ?? ""
                 throw .packageUnavailable(package: package, version: pin.version,
@@ -97,12 +98,12 @@ public struct DebianKernelSource: Sendable {
 
     /// `dpkg-deb -x` of the image package into a temporary folder renamed into place, so that a
     /// half-extracted tree is never taken for a whole one.
-    private func unpackImage() throws(KernelBuildError) {
+    private func unpackImage(_ interruption: BuildInterruption?) throws(KernelBuildError) {
         let partial = imageRoot + ".partial-\(getpid())"
         try? FileManager.default.removeItem(atPath: partial)
         try makeDirectory(partial)
         do {
-            try HostTool.check("dpkg-deb", ["-x", imageDeb, partial], package: "dpkg")
+            try HostTool.check("dpkg-deb", ["-x", imageDeb, partial], package: "dpkg", interruption: interruption)
         } catch {
             try? FileManager.default.removeItem(atPath: partial)
             throw error
@@ -117,7 +118,7 @@ public struct DebianKernelSource: Sendable {
 
     /// `dpkg-deb -x` of the source package, then `tar -xf /usr/src/linux-source-6.1.tar.xz` with the
     /// top folder stripped, into a temporary folder renamed into place.
-    private func unpackSource() throws(KernelBuildError) {
+    private func unpackSource(_ interruption: BuildInterruption?) throws(KernelBuildError) {
         let partial = sourceRoot + ".partial-\(getpid())"
         let deb = partial + "-deb"
         try? FileManager.default.removeItem(atPath: partial)
@@ -126,13 +127,14 @@ public struct DebianKernelSource: Sendable {
         try makeDirectory(partial)
         try makeDirectory(deb)
         do {
-            try HostTool.check("dpkg-deb", ["-x", sourceDeb, deb], package: "dpkg")
+            try HostTool.check("dpkg-deb", ["-x", sourceDeb, deb], package: "dpkg", interruption: interruption)
             let tarball = deb + "/usr/src/\(pin.sourcePackage).tar.xz"
             guard FileManager.default.fileExists(atPath: tarball) else {
                 throw KernelBuildError.notAKernelTree(path: sourceDeb, expected: "/usr/src/\(pin.sourcePackage).tar.xz in the package",
                                                       found: "no such file")
             }
-            try HostTool.check("tar", ["-xf", tarball, "-C", partial, "--strip-components=1"], package: "tar")
+            try HostTool.check("tar", ["-xf", tarball, "-C", partial, "--strip-components=1"], package: "tar",
+                               interruption: interruption)
             try makeDirectory(partial + "/.suture")
             try Data("\(pin.sourcePackage) \(pin.version)\n".utf8).write(to: URL(fileURLWithPath: partial + "/.suture/unpacked"))
         } catch let error as KernelBuildError {

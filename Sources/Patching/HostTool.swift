@@ -37,10 +37,12 @@ struct HostTool {
     /// Runs `program` with `arguments` in `folder`. Output (stdout and stderr together) goes to
     /// `log` when given (kept for the user: make's output is long), else to a temporary file that
     /// is read back and removed. A tool that cannot be found is `.toolMissing` naming `package`.
+    /// With `interruption`, an interrupt stops the tool and the call throws `.interrupted`.
     static func run(_ program: String, _ arguments: [String], in folder: String? = nil,
-                    environment: [String: String] = [:], log: String? = nil,
-                    package: String) throws(KernelBuildError) -> Result {
+                    environment: [String: String] = [:], log: String? = nil, package: String,
+                    interruption: BuildInterruption? = nil) throws(KernelBuildError) -> Result {
         guard let executable = find(program) else { throw .toolMissing(tool: program, package: package) }
+        if interruption?.isInterrupted == true { throw .interrupted(command: commandLine(program, arguments)) }
         let outputPath = log ?? NSTemporaryDirectory() + "suture-build-\(getpid())-\(UUID().uuidString.prefix(8)).out"
         guard FileManager.default.createFile(atPath: outputPath, contents: nil),
               let handle = FileHandle(forWritingAtPath: outputPath) else {
@@ -68,7 +70,10 @@ struct HostTool {
             throw .commandFailed(command: commandLine(program, arguments), status: -1, log: nil,
                                  output: "cannot start: \(error)")
         }
+        interruption?.started(process.processIdentifier)
         process.waitUntilExit()
+        interruption?.finished()
+        if interruption?.isInterrupted == true { throw .interrupted(command: commandLine(program, arguments)) }
         let data = FileManager.default.contents(atPath: outputPath) ?? Data()
         let status = process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
         return Result(status: status, output: String(decoding: data, as: UTF8.self),
@@ -86,9 +91,10 @@ struct HostTool {
     /// Like `run`, but a non-zero status is `.commandFailed` with the end of the output.
     @discardableResult
     static func check(_ program: String, _ arguments: [String], in folder: String? = nil,
-                      environment: [String: String] = [:], log: String? = nil,
-                      package: String) throws(KernelBuildError) -> Result {
-        let result = try run(program, arguments, in: folder, environment: environment, log: log, package: package)
+                      environment: [String: String] = [:], log: String? = nil, package: String,
+                      interruption: BuildInterruption? = nil) throws(KernelBuildError) -> Result {
+        let result = try run(program, arguments, in: folder, environment: environment, log: log, package: package,
+                             interruption: interruption)
         guard result.status == 0 else {
             throw .commandFailed(command: commandLine(program, arguments), status: result.status, log: log,
                                  output: result.tail())

@@ -29,9 +29,12 @@ public struct KernelBuild: Sendable {
     /// Names the source in cache keys and messages (`linux-source-6.1 6.1.192-2`).
     public var sourceLabel: String
     public var jobs: Int
+    /// Stops the build when interrupted; the tree is restored on the way out.
+    public var interruption: BuildInterruption?
 
     public init(tree: KernelSourceTree, configFile: String, compiler: String? = nil, cache: String,
-                sourceLabel: String? = nil, jobs: Int? = nil) {
+                sourceLabel: String? = nil, jobs: Int? = nil, interruption: BuildInterruption? = nil) {
+        self.interruption = interruption
         self.tree = tree
         self.configFile = configFile
         self.compiler = compiler
@@ -144,7 +147,7 @@ public struct KernelBuild: Sendable {
         }
         // MODULE_SIG_ALL only makes `make modules` generate a key and sign; code is unchanged.
         try HostTool.check(tree.root + "/scripts/config", ["--file", tree.dotConfig, "--disable", "MODULE_SIG_ALL"],
-                           in: tree.root, package: "the kernel tree's scripts/config")
+                           in: tree.root, package: "the kernel tree's scripts/config", interruption: interruption)
         let configCPU = try make(["olddefconfig"], compiler: compiler, log: tree.logs + "/olddefconfig.log")
         let config = try KernelConfig(path: tree.dotConfig)
         // Options the input sets to another value matter (the source is not the kernel's own, or
@@ -231,7 +234,8 @@ public struct KernelBuild: Sendable {
     @discardableResult
     private func make(_ arguments: [String], compiler: CompilerCheck, log: String) throws(KernelBuildError) -> Double {
         try makeDirectory((log as NSString).deletingLastPathComponent)
-        return try HostTool.check("make", ["CC=\(compiler.compiler)"] + arguments, in: tree.root, log: log, package: "make").cpuSeconds
+        return try HostTool.check("make", ["CC=\(compiler.compiler)"] + arguments, in: tree.root, log: log, package: "make",
+                                  interruption: interruption).cpuSeconds
     }
 
     static func cpu(_ seconds: Double) -> String { String(format: "cpu %.1f s", seconds) }

@@ -33,6 +33,8 @@ public enum KernelBuildError: Error, CustomStringConvertible {
     case kernelImage(path: String, reason: String)
     /// Restoring the tree after building failed: the journal still holds the original files.
     case restoreFailed(tree: String, journal: String, reason: String)
+    /// The build was interrupted (SIGINT, SIGTERM, SIGHUP) while `command` ran.
+    case interrupted(command: String)
     /// ObjectDiff could not compare the objects, or their difference cannot be made in place.
     case diff(ObjectDiffError)
 
@@ -89,6 +91,8 @@ public enum KernelBuildError: Error, CustomStringConvertible {
         case let .restoreFailed(tree, journal, reason):
             return "\(tree): could not restore the files the patch changed (\(reason)); the originals are kept in \(journal) "
                 + "and the next `suture build` on this tree restores them first"
+        case let .interrupted(command):
+            return "interrupted during `\(command)`; the tree was left as it was before the build"
         case let .diff(error):
             return "\(error)"
         }

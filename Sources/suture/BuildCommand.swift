@@ -60,10 +60,21 @@ struct BuildCommand: ParsableCommand {
 
     func run() throws {
         let printer = PhasePrinter()
-        // Ctrl-C reaches make too (same process group): make fails, the build restores the tree and
-        // reports. Without this handler suture would die at once and leave the restore to the journal.
-        signal(SIGINT) { _ in }
-        defer { signal(SIGINT, SIG_DFL) }
+        // SIGINT, SIGTERM and SIGHUP stop the running tool and unwind the build, which restores the
+        // tree, instead of killing suture with the tree patched (the journal would then restore it
+        // on the next run). The signals are ignored for the process and read by dispatch sources.
+        let interruption = BuildInterruption()
+        let sources = [SIGINT, SIGTERM, SIGHUP].map { signalNumber in
+            signal(signalNumber, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
+            source.setEventHandler { interruption.interrupt() }
+            source.resume()
+            return source
+        }
+        defer {
+            for source in sources { source.cancel() }
+            for signalNumber in [SIGINT, SIGTERM, SIGHUP] { signal(signalNumber, SIG_DFL) }
+        }
         do {
             let sourcePatch = try SourcePatch(path: patch)
             let cache = LabPaths.defaultCache()
@@ -73,11 +84,12 @@ struct BuildCommand: ParsableCommand {
                 let debian = try DebianKernelSource(release: debianKernel, cache: cache)
                 try KernelBuildPrerequisites.check(KernelBuildPrerequisites.debian)
                 print("suture build: \(patch) on Debian \(debianKernel) (\(debian.pin.sourcePackage) \(debian.pin.version))")
-                let tree = try debian.ensure(progress: printer.report)
+                let tree = try debian.ensure(progress: printer.report, interruption: interruption)
                 identity = try KernelImageIdentity.read(image: debian.vmlinuz, release: debian.pin.release,
                                                         cacheFile: debian.identityCache, progress: printer.report)
                 build = KernelBuild(tree: tree, configFile: config ?? debian.config, compiler: cc, cache: cache,
-                                    sourceLabel: "\(debian.pin.sourcePackage) \(debian.pin.version)", jobs: jobs)
+                                    sourceLabel: "\(debian.pin.sourcePackage) \(debian.pin.version)", jobs: jobs,
+                                    interruption: interruption)
             } else {
                 let tree = try KernelSourceTree(root: kernelSource!)
                 print("suture build: \(patch) on \(tree.root) (linux \(tree.version))")
@@ -90,7 +102,8 @@ struct BuildCommand: ParsableCommand {
                         ? "no --release or --image: the bundle is bound to no kernel (apply needs --force identity)"
                         : "no --image: the bundle is bound to release \(release!) only, not to a build-id"))
                 }
-                build = KernelBuild(tree: tree, configFile: config ?? tree.dotConfig, compiler: cc, cache: cache, jobs: jobs)
+                build = KernelBuild(tree: tree, configFile: config ?? tree.dotConfig, compiler: cc, cache: cache, jobs: jobs,
+                                    interruption: interruption)
             }
             let result = try build.buildObjects(patch: sourcePatch, progress: printer.report)
             let made = try result.bundle(identity: identity,
@@ -114,6 +127,7 @@ struct BuildCommand: ParsableCommand {
             print("total \(PhasePrinter.format(printer.total()))")
         } catch let error as KernelBuildError {
             writeError("suture build: \(error)")
+            if case .interrupted = error { throw ExitCode(130) }
             throw ExitCode(error.isRefusal ? ExitStatus.refused : ExitStatus.error)
         } catch {
             throw fail("build", error)

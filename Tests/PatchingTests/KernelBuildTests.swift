@@ -174,6 +174,45 @@ struct KernelBuildTests {
         #expect(!FileManager.default.fileExists(atPath: folder.appendingPathComponent("b.json").path))
     }
 
+    @Test("SIGINT while the patched object builds stops make, restores the tree, exits 130")
+    func interruptRestores() throws {
+        let (_, tree) = try Self.debian()
+        let folder = try Fixtures.temporaryFolder("suture-build")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let file = tree.root + "/fs/nfs/file.c"
+        let before = try Self.treeChecksums(tree, [file])
+
+        let process = Process()
+        process.executableURL = try Fixtures.sutureBinary()
+        process.arguments = ["build", "--debian-kernel", Self.release,
+                             Fixtures.sourcesFolder.appendingPathComponent("nfs_flock.patch").path,
+                             "-o", folder.appendingPathComponent("b.json").path]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) }; process.waitUntilExit() }
+
+        // Wait until the patched build runs: the tree is patched then, and make is compiling.
+        var text = ""
+        let deadline = Date().addingTimeInterval(600)
+        while !text.contains("build after      ..."), process.isRunning, Date() < deadline {
+            text += String(decoding: output.fileHandleForReading.availableData, as: UTF8.self)
+        }
+        try #require(text.contains("build after      ..."), "never reached the patched build:\n\(text)")
+        #expect(FileManager.default.fileExists(atPath: tree.journal))   // patched right now
+        usleep(500_000)
+        kill(process.processIdentifier, SIGINT)
+        process.waitUntilExit()
+        text += String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+
+        #expect(process.terminationStatus == 130, "\(text)")
+        #expect(text.contains("interrupted during `make"))
+        #expect(try Self.treeChecksums(tree, [file]) == before)
+        #expect(!FileManager.default.fileExists(atPath: tree.journal))
+        #expect(!FileManager.default.fileExists(atPath: folder.appendingPathComponent("b.json").path))
+    }
+
     @Test("files that are not a .c built into an object are refused by name")
     func unsupportedFiles() throws {
         let (_, tree) = try Self.debian()
