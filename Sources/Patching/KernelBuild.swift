@@ -113,10 +113,11 @@ public struct KernelBuild: Sendable {
         return sources
     }
 
-    /// The cache key of a prepared tree: what `olddefconfig` and `modules_prepare` depend on.
+    /// The cache key of a prepared tree: what `olddefconfig` and `modules_prepare` depend on (the
+    /// config, the compiler, the source version), not how the tree was named on the command line.
     func prepareKey(_ config: KernelConfig, compiler: CompilerCheck) -> String {
         ContentHash.hex(ContentHash.fnv1a(Array(Self.prepareFormat.utf8), config.contents, Array(compiler.compiler.utf8),
-                                          Array(compiler.versionText.utf8), Array(tree.version.utf8), Array(sourceLabel.utf8)))
+                                          Array(compiler.versionText.utf8), Array(tree.version.utf8)))
     }
 
     /// Files `modules_prepare` leaves that compiling an object needs: a stamp alone is not trusted.

@@ -487,5 +487,19 @@ struct KernelBuildTests {
         let patched = try Self.function("nfs_flock", in: after)
         #expect(patched.bytes[0x2f] == 0x75)
         #expect(patched.bytes.enumerated().filter { $0.element != rebuilt.bytes[$0.offset] }.map(\.offset) == [0x2f])
+
+        // The same tree named with --kernel-source, the image's config, --release and --image: the
+        // same prepared tree (no prepare phase runs again) and the same bundle.
+        let (debian, tree) = try Self.debian()
+        let otherPath = folder.appendingPathComponent("kernel-source.bundle.json").path
+        let other = try Fixtures.suture(["build", "--kernel-source", tree.root, "--config", debian.config,
+                                         "--release", Self.release, "--image", kernel.vmlinuz.path, patch, "-o", otherPath])
+        #expect(other.status == 0, "\(other.stdout)\n\(other.stderr)")
+        #expect(other.stdout.contains("modules_prepare  cached"))
+        let otherBundle = try PatchBundle.load(path: otherPath)
+        #expect(otherBundle.hunks == bundle.hunks)
+        #expect(otherBundle.target == bundle.target)
+        #expect(otherBundle.functions == bundle.functions)
+        #expect(otherBundle.id == bundle.id)
     }
 }
