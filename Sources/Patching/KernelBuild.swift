@@ -126,15 +126,20 @@ public struct KernelBuild: Sendable {
 
     /// `.config` from the input config with MODULE_SIG_ALL off, `olddefconfig`, `modules_prepare`;
     /// skipped when the stamp matches. Returns the config kbuild builds with and the stamp key.
+    ///
+    /// The stamp holds two keys: the input config's, and the resulting `.config`'s, so that
+    /// building again from the tree's own `.config` (`--kernel-source` without `--config`) finds
+    /// the tree prepared too.
     func prepare(_ input: KernelConfig, compiler: CompilerCheck,
                  progress: KernelBuildProgress) throws(KernelBuildError) -> (KernelConfig, String) {
         let key = prepareKey(input, compiler: compiler)
-        let stamp = FileManager.default.contents(atPath: tree.prepareStamp).map { String(decoding: $0, as: UTF8.self) }
+        let stamp = FileManager.default.contents(atPath: tree.prepareStamp)
+            .map { String(decoding: $0, as: UTF8.self).split(whereSeparator: \.isWhitespace).map(String.init) } ?? []
         let complete = Self.preparedFiles.allSatisfy { FileManager.default.fileExists(atPath: tree.root + "/" + $0) }
-        if stamp == key + "\n", complete, FileManager.default.fileExists(atPath: tree.dotConfig) {
-            progress(.skipped(.olddefconfig, reason: "prepared before (stamp \(key))"))
-            progress(.skipped(.modulesPrepare, reason: "prepared before (stamp \(key))"))
-            return (try KernelConfig(path: tree.dotConfig), key)
+        if stamp.count == 2, stamp.contains(key), complete, FileManager.default.fileExists(atPath: tree.dotConfig) {
+            progress(.skipped(.olddefconfig, reason: "prepared before (stamp \(stamp[0]))"))
+            progress(.skipped(.modulesPrepare, reason: "prepared before (stamp \(stamp[0]))"))
+            return (try KernelConfig(path: tree.dotConfig), stamp[0])
         }
         unlink(tree.prepareStamp)
         try makeDirectory(tree.logs)
@@ -169,8 +174,9 @@ public struct KernelBuild: Sendable {
         started = KernelBuildClock.now
         progress(.started(.modulesPrepare, detail: "make -j\(jobs) modules_prepare (once per config and source)"))
         let prepareCPU = try make(["-j\(jobs)", "modules_prepare"], compiler: compiler, log: tree.logs + "/modules_prepare.log")
+        let resultKey = prepareKey(config, compiler: compiler)
         do {
-            try Data((key + "\n").utf8).write(to: URL(fileURLWithPath: tree.prepareStamp))
+            try Data((key + " " + resultKey + "\n").utf8).write(to: URL(fileURLWithPath: tree.prepareStamp))
         } catch {
             throw .io(path: tree.prepareStamp, operation: "write", errno: errno == 0 ? EIO : errno)
         }

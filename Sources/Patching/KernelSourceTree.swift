@@ -71,12 +71,12 @@ public struct KernelSourceTree: Sendable, Hashable {
             throw .objectNotBuilt(file: source, object: object, makefile: directory + "/Makefile",
                                   reason: "the directory has no Kbuild or Makefile")
         }
-        let where_ = relative(makefile.path)
+        let makefilePath = relative(makefile.path)
         try checkDescent(into: directory, config: config, source: source, object: object)
 
         func line(_ name: String, containing word: String) -> String {
             let found = makefile.assignments.first { $0.name == name && $0.words.contains(word) }
-            return "\(found.map { relative($0.file) } ?? where_):\(found?.line ?? 0) \(found?.rawName ?? name)"
+            return "\(found.map { relative($0.file) } ?? makefilePath):\(found?.line ?? 0) \(found?.rawName ?? name)"
         }
 
         // Composite objects: nfs-y += file.o makes file.o a part of nfs.o.
@@ -108,7 +108,7 @@ public struct KernelSourceTree: Sendable, Hashable {
         for list in ["obj-y", "lib-y"] where makefile.words(list).contains(base) {
             return KernelObject(source: source, object: object, module: nil, reason: line(list, containing: base))
         }
-        throw .objectNotBuilt(file: source, object: object, makefile: where_,
+        throw .objectNotBuilt(file: source, object: object, makefile: makefilePath,
                               reason: notBuiltReason(base, in: makefile, config: config))
     }
 
