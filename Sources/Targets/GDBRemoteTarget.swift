@@ -23,7 +23,8 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
         public var watchdogSeconds: Double? = 5
         /// `m` requests kept in flight for large reads (LAB.md: 16 to 64 reach ~110 MB/s on QEMU).
         public var pipelineWindow: Int = 32
-        /// The value of `phys_base` when already known (skips reading it), for the PTI fallback.
+        /// The value of `phys_base` when already known (skips reading it): the physical fallback
+        /// then reaches the kernel image without walking page tables.
         public var physBase: UInt64?
         /// Resume right after connecting (QEMU and gdbserver leave the target stopped).
         public var resumeAfterConnect: Bool = true
@@ -110,9 +111,9 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
                 _ = try c.request("QPassSignals:" + list)
             }
             if let symbol = kernel?.physBase, physBaseValue == nil {
-                // Read phys_base while the target is freshly stopped (a vCPU in kernel mode is likely):
-                // the PTI fallback needs it exactly when no vCPU can read kernel memory.
-                physBaseValue = try? readLocked(c, address: symbol, count: 8, allowPhysical: false)
+                // phys_base makes the physical fallback for the kernel image one subtraction instead
+                // of a page-table walk per access. Best effort: the walk still works without it.
+                physBaseValue = try? readLocked(c, address: symbol, count: 8, allowPhysical: true)
                     .withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
             }
             if options.resumeAfterConnect {
