@@ -259,9 +259,10 @@ enum SWAR {
         if let base = bytes.baseAddress {
             while i + 8 <= end {
                 let x = UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self) ^ pattern
-                // Top bit set in each byte that is not zero (exact, no borrows across bytes).
+                // Top bit set in each byte that is not zero (exact, no carries across bytes);
+                // then the multiply adds those bits up in the top byte (POPCNT is not baseline x86-64).
                 let nonZero = (((x & low7) &+ low7) | x) & highBits
-                total += 8 - nonZero.nonzeroBitCount
+                total += 8 - Int(((nonZero >> 7) &* ones) >> 56)
                 i += 8
             }
         }

@@ -28,7 +28,8 @@ public struct SymbolIndex: Sendable {
     public var count: Int { records.count }
 
     public init(_ symbols: [SymbolRecord]) {
-        var records = symbols
+        // Take the caller's array rather than share it: sharing would copy all of it on the first write.
+        var records = consume symbols
         let n = records.count
 
         // One pass over the (80-byte) records gathers what the later passes need into small
