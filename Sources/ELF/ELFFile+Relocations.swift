@@ -5,7 +5,8 @@ extension ELFFile {
     public func relocations(applyingTo section: Section) throws(ELFError) -> [Relocation] {
         var result: [Relocation] = []
         var tables = 0
-        for table in sections where table.isRelocationTable && Int(table.info) == section.index {
+        for index in relocationTableIndexes where Int(sections[index].info) == section.index {
+            let table = sections[index]
             result += try relocations(in: table)
             tables += 1
         }
@@ -70,7 +71,8 @@ extension ELFFile {
                                      found: "\(raw.symbol)")
                 }
                 symbol = try symbols.symbol(Int(raw.symbol))
-                if symbol.type == .section, symbol.name.isEmpty, Int(symbol.sectionIndex) < sections.count {
+                if symbol.type == .section, symbol.name.isEmpty, !symbol.hasSpecialSectionIndex,
+                   Int(symbol.sectionIndex) < sections.count {
                     symbol.name = sections[Int(symbol.sectionIndex)].name
                 }
             }

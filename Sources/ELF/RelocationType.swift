@@ -60,6 +60,11 @@ public enum RelocationType {
         case 258, 261, 308: return 4
         case 259, 262: return 2
         case 263...313, 512...573: return 4                             // instruction fields
+        // ILP32: 32-bit data words, 32-bit instructions.
+        case 1, 3, 181...186, 188: return 4
+        case 2, 4: return 2
+        case 187: return 8
+        case 5...28, 80...127: return 4
         default: return nil
         }
     }
@@ -99,12 +104,34 @@ public enum RelocationType {
              "TLS_LDM_PUSH", "TLS_LDM_CALL", "TLS_LDM_POP", "TLS_LDO_32", "TLS_IE_32", "TLS_LE_32",
              "TLS_DTPMOD32", "TLS_DTPOFF32", "TLS_TPOFF32", "SIZE32", "TLS_GOTDESC", "TLS_DESC_CALL",
              "TLS_DESC", "IRELATIVE", "GOT32X"]),
+        (200, ["USED_BY_INTEL_200"]),
         (250, ["GNU_VTINHERIT", "GNU_VTENTRY"]),
     ])
 
     static let aarch64 = NameTables(prefix: "R_AARCH64_", runs: [
-        (0, ["NONE"]),
-        (256, ["NONE", "ABS64", "ABS32", "ABS16", "PREL64", "PREL32", "PREL16",
+        (0, ["NONE", "P32_ABS32", "P32_ABS16", "P32_PREL32", "P32_PREL16", "P32_MOVW_UABS_G0",
+             "P32_MOVW_UABS_G0_NC", "P32_MOVW_UABS_G1", "P32_MOVW_SABS_G0", "P32_LD_PREL_LO19", "P32_ADR_PREL_LO21",
+             "P32_ADR_PREL_PG_HI21", "P32_ADD_ABS_LO12_NC", "P32_LDST8_ABS_LO12_NC", "P32_LDST16_ABS_LO12_NC",
+             "P32_LDST32_ABS_LO12_NC", "P32_LDST64_ABS_LO12_NC", "P32_LDST128_ABS_LO12_NC", "P32_TSTBR14",
+             "P32_CONDBR19", "P32_JUMP26", "P32_CALL26", "P32_MOVW_PREL_G0", "P32_MOVW_PREL_G0_NC",
+             "P32_MOVW_PREL_G1", "P32_GOT_LD_PREL19", "P32_ADR_GOT_PAGE", "P32_LD32_GOT_LO12_NC",
+             "P32_LD32_GOTPAGE_LO14"]),
+        // ILP32 (ELF32) numbers; binutils names them in ELF64 files too, and so do we.
+        (80, ["P32_TLSGD_ADR_PREL21", "P32_TLSGD_ADR_PAGE21", "P32_TLSGD_ADD_LO12_NC", "P32_TLSLD_ADR_PREL21",
+              "P32_TLSLD_ADR_PAGE21", "P32_TLSLD_ADD_LO12_NC", "", "P32_TLSLD_MOVW_DTPREL_G1",
+              "P32_TLSLD_MOVW_DTPREL_G0", "P32_TLSLD_MOVW_DTPREL_G0_NC", "P32_TLSLD_ADD_DTPREL_HI12",
+              "P32_TLSLD_ADD_DTPREL_LO12", "P32_TLSLD_ADD_DTPREL_LO12_NC", "", "", "", "", "", "", "", "", "", "",
+              "P32_TLSIE_ADR_GOTTPREL_PAGE21", "P32_TLSIE_LD32_GOTTPREL_LO12_NC", "P32_TLSIE_LD_GOTTPREL_PREL19",
+              "P32_TLSLE_MOVW_TPREL_G1", "P32_TLSLE_MOVW_TPREL_G0", "P32_TLSLE_MOVW_TPREL_G0_NC",
+              "P32_TLSLE_ADD_TPREL_HI12", "P32_TLSLE_ADD_TPREL_LO12", "P32_TLSLE_ADD_TPREL_LO12_NC",
+              "P32_TLSLE_LDST8_TPREL_LO12", "P32_TLSLE_LDST8_TPREL_LO12_NC", "P32_TLSLE_LDST16_TPREL_LO12",
+              "P32_TLSLE_LDST16_TPREL_LO12_NC", "P32_TLSLE_LDST32_TPREL_LO12", "P32_TLSLE_LDST32_TPREL_LO12_NC",
+              "P32_TLSLE_LDST64_TPREL_LO12", "P32_TLSLE_LDST64_TPREL_LO12_NC", "", "", "P32_TLSDESC_LD_PREL19",
+              "P32_TLSDESC_ADR_PREL21", "P32_TLSDESC_ADR_PAGE21", "P32_TLSDESC_LD32_LO12_NC",
+              "P32_TLSDESC_ADD_LO12_NC", "P32_TLSDESC_CALL"]),
+        (180, ["P32_COPY", "P32_GLOB_DAT", "P32_JUMP_SLOT", "P32_RELATIVE", "P32_TLS_DTPMOD", "P32_TLS_DTPREL",
+               "P32_TLS_TPREL", "P32_TLSDESC", "P32_IRELATIVE"]),
+        (256, ["NULL", "ABS64", "ABS32", "ABS16", "PREL64", "PREL32", "PREL16",
                "MOVW_UABS_G0", "MOVW_UABS_G0_NC", "MOVW_UABS_G1", "MOVW_UABS_G1_NC", "MOVW_UABS_G2",
                "MOVW_UABS_G2_NC", "MOVW_UABS_G3", "MOVW_SABS_G0", "MOVW_SABS_G1", "MOVW_SABS_G2",
                "LD_PREL_LO19", "ADR_PREL_LO21", "ADR_PREL_PG_HI21", "ADR_PREL_PG_HI21_NC", "ADD_ABS_LO12_NC",
@@ -132,7 +159,7 @@ public enum RelocationType {
                "TLSDESC_ADR_PAGE21", "TLSDESC_LD64_LO12", "TLSDESC_ADD_LO12", "TLSDESC_OFF_G1",
                "TLSDESC_OFF_G0_NC", "TLSDESC_LDR", "TLSDESC_ADD", "TLSDESC_CALL", "TLSLE_LDST128_TPREL_LO12",
                "TLSLE_LDST128_TPREL_LO12_NC", "TLSLD_LDST128_DTPREL_LO12", "TLSLD_LDST128_DTPREL_LO12_NC"]),
-        (1024, ["COPY", "GLOB_DAT", "JUMP_SLOT", "RELATIVE", "TLS_DTPMOD", "TLS_DTPREL", "TLS_TPREL", "TLSDESC",
+        (1024, ["COPY", "GLOB_DAT", "JUMP_SLOT", "RELATIVE", "TLS_DTPMOD64", "TLS_DTPREL64", "TLS_TPREL64", "TLSDESC",
                 "IRELATIVE"]),
     ])
 }

@@ -10,11 +10,14 @@ public struct Symbol: Sendable, Hashable {
     /// `st_other`; the low two bits are the visibility.
     public var other: UInt8
     /// `st_shndx` with SHN_XINDEX resolved through SHT_SYMTAB_SHNDX; special values
-    /// (`ELFConstants.SHN_UNDEF`, `SHN_ABS`, `SHN_COMMON`) are kept as they are.
+    /// (`ELFConstants.SHN_UNDEF`, `SHN_ABS`, `SHN_COMMON`) are kept as they are. In files with more
+    /// than 65280 sections a resolved index can equal a special value: `hasSpecialSectionIndex` tells.
     public var sectionIndex: UInt32
+    /// `st_shndx` as stored (0xffff when the index is in SHT_SYMTAB_SHNDX).
+    public var rawSectionIndex: UInt16
 
     public init(index: Int, name: String, value: UInt64, size: UInt64, type: SymbolType,
-                binding: SymbolBinding, other: UInt8, sectionIndex: UInt32) {
+                binding: SymbolBinding, other: UInt8, sectionIndex: UInt32, rawSectionIndex: UInt16? = nil) {
         self.index = index
         self.name = name
         self.value = value
@@ -23,10 +26,19 @@ public struct Symbol: Sendable, Hashable {
         self.binding = binding
         self.other = other
         self.sectionIndex = sectionIndex
+        self.rawSectionIndex = rawSectionIndex ?? UInt16(truncatingIfNeeded: min(sectionIndex, 0xffff))
     }
 
-    public var isUndefined: Bool { sectionIndex == ELFConstants.SHN_UNDEF }
+    public var isUndefined: Bool { rawSectionIndex == UInt16(ELFConstants.SHN_UNDEF) }
     public var isDefined: Bool { !isUndefined }
+    /// SHN_ABS: the value is an absolute number, not an address in a section.
+    public var isAbsolute: Bool { rawSectionIndex == UInt16(ELFConstants.SHN_ABS) }
+    /// SHN_COMMON: a common block not yet allocated (value is its alignment).
+    public var isCommon: Bool { rawSectionIndex == UInt16(ELFConstants.SHN_COMMON) }
+    /// `sectionIndex` is a reserved value (SHN_ABS, SHN_COMMON, processor/OS ranges), not a section.
+    public var hasSpecialSectionIndex: Bool {
+        rawSectionIndex >= UInt16(ELFConstants.SHN_LORESERVE) && rawSectionIndex != UInt16(ELFConstants.SHN_XINDEX)
+    }
     /// STV_DEFAULT 0, STV_INTERNAL 1, STV_HIDDEN 2, STV_PROTECTED 3.
     public var visibility: UInt8 { other & 0x3 }
 }
@@ -159,7 +171,7 @@ struct SymbolTable {
         }
         return Symbol(index: index, name: name, value: raw.value, size: raw.size,
                       type: SymbolType(rawValue: raw.info & 0xf), binding: SymbolBinding(rawValue: raw.info >> 4),
-                      other: raw.other, sectionIndex: sectionIndex)
+                      other: raw.other, sectionIndex: sectionIndex, rawSectionIndex: raw.sectionIndex)
     }
 
     func all() throws(ELFError) -> [Symbol] {

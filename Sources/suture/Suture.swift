@@ -5,6 +5,11 @@ struct Suture: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "suture",
         abstract: "Patch the machine code of a running Linux kernel or process: safely, verifiably, reversibly.",
-        subcommands: [SymbolsCommand.self]
+        subcommands: [
+            LabCommand.self, SymbolsCommand.self, DisasmCommand.self, LocateCommand.self,
+            ReadCommand.self, PokeCommand.self, FlipCommand.self,
+            DiffCommand.self, ApplyCommand.self, RevertCommand.self, StatusCommand.self, RecoverCommand.self,
+            BenchCommand.self,
+        ]
     )
 }

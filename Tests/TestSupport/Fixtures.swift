@@ -159,3 +159,23 @@ public enum Fixtures {
         return out
     }
 }
+
+extension Fixtures {
+    /// The `suture` binary built by `swift build`/`swift test` (`SUTURE_BINARY` overrides).
+    public static func sutureBinary() throws -> URL {
+        if let path = ProcessInfo.processInfo.environment["SUTURE_BINARY"], !path.isEmpty {
+            return URL(fileURLWithPath: path)
+        }
+        for config in ["debug", "release"] {
+            let url = repoRoot.appendingPathComponent(".build/\(config)/suture")
+            if FileManager.default.isExecutableFile(atPath: url.path) { return url }
+        }
+        throw Failure("no built suture binary under \(repoRoot.path)/.build: run `swift build` first")
+    }
+
+    /// Runs the built `suture` with `arguments`.
+    @discardableResult
+    public static func suture(_ arguments: [String], environment: [String: String]? = nil) throws -> Output {
+        try run(try sutureBinary().path, arguments, environment: environment)
+    }
+}

@@ -1,0 +1,69 @@
+import ArgumentParser
+import Foundation
+import ELF
+import Patching
+
+/// `suture poke -t T EXPR --expect HEX --write HEX`: the article's one-liner, made safe.
+struct PokeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "poke", abstract: "Replace bytes at an address after checking what is there now.",
+        discussion: "The article's perl one-liner, with every check: suture poke 'nfs_flock [nfs]+0x2f' --expect 74 --write 75")
+
+    @OptionGroup var targetOptions: TargetOptions
+    @OptionGroup var writeOptions: WriteOptions
+
+    @Argument(help: ArgumentHelp("Where: nfs_flock+0x2f, \"nfs_flock [nfs]+0x2f\", 0xffffffffc03b228f.", valueName: "expr"))
+    var expression: String
+
+    @Option(name: .long, help: ArgumentHelp("The bytes that must be there now (hex).", valueName: "hex"))
+    var expect: String
+
+    @Option(name: .long, help: ArgumentHelp("The bytes to write (hex, same length).", valueName: "hex"))
+    var write: String
+
+    @Option(name: .long, help: ArgumentHelp("Also save the one-hunk bundle to this file.", valueName: "file"))
+    var save: String?
+
+    func run() throws {
+        try running("poke") {
+            guard let expected = Hex.parseBytes(expect) else { throw ValidationError("--expect: not hex bytes: \(expect)") }
+            guard let replacement = Hex.parseBytes(write) else { throw ValidationError("--write: not hex bytes: \(write)") }
+            let session = try targetOptions.open()
+            let place = try session.resolve(expression)
+            let bundle = try HandPatch(target: session.target, symbols: session.symbols)
+                .poke(at: place.address, expected: expected, replacement: replacement)
+            try save.map { try bundle.save(path: $0) }
+            let result = try session.engine(journal: targetOptions.journal)
+                .apply(bundle, options: try writeOptions.preflightOptions(), dryRun: writeOptions.dryRun)
+            print(PatchReport.apply(result, target: session.name))
+        }
+    }
+}
+
+/// `suture flip -t T EXPR`: invert the conditional jump at EXPR.
+struct FlipCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "flip", abstract: "Invert the conditional jump at an address (je ↔ jne, jg ↔ jle, …).")
+
+    @OptionGroup var targetOptions: TargetOptions
+    @OptionGroup var writeOptions: WriteOptions
+
+    @Argument(help: ArgumentHelp("Where the jump is: \"nfs_flock [nfs]+0x2f\".", valueName: "expr"))
+    var expression: String
+
+    @Option(name: .long, help: ArgumentHelp("Also save the one-hunk bundle to this file.", valueName: "file"))
+    var save: String?
+
+    func run() throws {
+        try running("flip") {
+            let session = try targetOptions.open()
+            let place = try session.resolve(expression)
+            let bundle = try HandPatch(target: session.target, symbols: session.symbols).flip(at: place.address)
+            try save.map { try bundle.save(path: $0) }
+            print(bundle.description ?? "")
+            let result = try session.engine(journal: targetOptions.journal)
+                .apply(bundle, options: try writeOptions.preflightOptions(), dryRun: writeOptions.dryRun)
+            print(PatchReport.apply(result, target: session.name))
+        }
+    }
+}

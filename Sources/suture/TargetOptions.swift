@@ -1,0 +1,146 @@
+import ArgumentParser
+import Foundation
+import ELF
+import Symbols
+import Targets
+import Patching
+import Lab
+
+/// `-t/--target` and the symbol sources shared by every command that touches a live system.
+struct TargetOptions: ParsableArguments {
+    @Option(name: [.short, .long], help: ArgumentHelp(
+        "lab (default), gdb:HOST:PORT, pid:N, kmem[:PATH], mem[:PATH], kcore[:PATH], file:PATH.", valueName: "target"))
+    var target: String = "lab"
+
+    @Option(name: .long, help: ArgumentHelp("Symbols of the target from a kallsyms file.", valueName: "file"))
+    var kallsyms: String?
+
+    @Option(name: .customLong("system-map"), help: ArgumentHelp("Symbols of the target from a System.map.", valueName: "file"))
+    var systemMap: String?
+
+    @Option(name: .long, help: ArgumentHelp("Symbols from an ELF file (for file: targets, the file itself).", valueName: "file"))
+    var elf: String?
+
+    @Option(name: .customLong("state-dir"), help: ArgumentHelp("The journal's folder (default $SUTURE_STATE_DIR or /var/lib/suture).", valueName: "dir"))
+    var stateDirectory: String?
+
+    var journal: Journal { Journal(directory: stateDirectory ?? Journal.defaultDirectory()) }
+
+    /// Opens the target and gathers its symbols.
+    func open() throws -> TargetSession {
+        let spec = try TargetSpec.parse(target)
+        let explicit = try explicitSymbols()
+        switch spec {
+        case let .gdb(host, port):
+            let target = try GDBRemoteTarget(host: host, port: port, kernel: explicit.map(Self.kernelSymbols))
+            return TargetSession(name: spec.description, target: target, symbols: explicit)
+        case .lab:
+            // The lab VM's gdbstub, with the guest's own kallsyms (cached per boot and module list).
+            let lab = LabVM()
+            guard case let .up(state) = try lab.status() else { throw LabError.notUp(runFolder: LabPaths().runFolder) }
+            let symbols = try explicit ?? {
+                let kallsyms = try lab.kallsyms()
+                return SymbolIndex(try KallsymsParser.parse(kallsyms.text, file: kallsyms.path))
+            }()
+            let target = try GDBRemoteTarget(host: "127.0.0.1", port: state.gdbPort, kernel: Self.kernelSymbols(symbols))
+            return TargetSession(name: "lab", target: target, symbols: symbols)
+        case let .process(pid):
+            let symbols = try explicit ?? ProcessSymbols.load(pid: pid)
+            return TargetSession(name: spec.description, target: try ProcessTarget(pid: pid), symbols: symbols)
+        case let .file(path):
+            let symbols = try explicit ?? SymbolIndex(elf: ELFFile(path: path))
+            return TargetSession(name: spec.description, target: try FileTarget(path: path), symbols: symbols)
+        case let .kmem(path):
+            let symbols = try explicit ?? Self.procKallsyms()
+            return TargetSession(name: spec.description, target: try KmemTarget(path: path, kernel: Self.kernelSymbols(symbols)), symbols: symbols)
+        case let .mem(path):
+            let symbols = try explicit ?? Self.procKallsyms()
+            // /dev/mem needs phys_base (and page_offset_base) to translate: read their values through
+            // /proc/kcore, which maps virtual addresses itself.
+            let kernel = Self.kernelSymbols(symbols)
+            guard let physBaseAddress = kernel.physBase else {
+                throw CommandFailure("-t mem: no phys_base symbol in the kernel's symbols (give --kallsyms or --system-map)")
+            }
+            let kcore = try KcoreTarget(kernel: kernel)
+            defer { kcore.close() }
+            func value(_ address: UInt64) throws -> UInt64 {
+                try kcore.read(at: address, count: 8).reversed().reduce(0) { $0 << 8 | UInt64($1) }
+            }
+            let target = try DevMemTarget(path: path, physBase: try value(physBaseAddress),
+                                          pageOffsetBase: try kernel.pageOffsetBase.map(value), kernel: kernel)
+            return TargetSession(name: spec.description, target: target, symbols: symbols)
+        case let .kcore(path):
+            let symbols = try explicit ?? Self.procKallsyms()
+            return TargetSession(name: spec.description, target: try KcoreTarget(path: path, kernel: Self.kernelSymbols(symbols)), symbols: symbols)
+        case .local:
+            throw CommandFailure("-t local needs the helper kernel module, which this build does not have yet (issue 7); on a kernel with /dev/kmem use -t kmem")
+        }
+    }
+
+    private func explicitSymbols() throws -> SymbolIndex? {
+        if let kallsyms { return SymbolIndex(try KallsymsParser.parse(try readWhole(kallsyms), file: kallsyms)) }
+        if let systemMap { return SymbolIndex(try SystemMapParser.parse(try readWhole(systemMap), file: systemMap)) }
+        if let elf { return try SymbolIndex(elf: ELFFile(path: elf)) }
+        return nil
+    }
+
+    static func procKallsyms() throws -> SymbolIndex {
+        SymbolIndex(try KallsymsParser.parse(try readWhole("/proc/kallsyms"), file: "/proc/kallsyms"))
+    }
+
+    static func kernelSymbols(_ index: SymbolIndex) -> KernelSymbols {
+        KernelSymbols { name in index.symbols(named: name).first(where: { $0.module == nil })?.address }
+    }
+}
+
+/// Reads a whole file; /proc files report size 0, so read to the end rather than by size.
+func readWhole(_ path: String) throws -> [UInt8] {
+    guard let handle = FileHandle(forReadingAtPath: path) else {
+        throw CommandFailure("\(path): cannot open (\(String(cString: strerror(errno))))")
+    }
+    defer { try? handle.close() }
+    return [UInt8](try handle.readToEnd() ?? Data())
+}
+
+/// An open target with its symbols; closing resumes and releases it.
+final class TargetSession {
+    let name: String
+    let target: MemoryTarget
+    let symbols: SymbolIndex?
+    /// Resumes the target on SIGINT/SIGTERM: a stopped kernel or process must never be left behind.
+    private let signalGuard: SignalGuard?
+
+    init(name: String, target: MemoryTarget, symbols: SymbolIndex?) {
+        self.name = name
+        self.target = target
+        self.symbols = symbols
+        signalGuard = try? SignalGuard.install()
+        signalGuard?.protect(target)
+    }
+
+    deinit {
+        target.close()
+        signalGuard?.uninstall()
+    }
+
+    func engine(journal: Journal) -> PatchEngine {
+        var engine = PatchEngine(target: target, targetName: name, symbols: symbols, journal: journal)
+        // Fault injection for the kill -9 recovery test; documented in the README's testing section.
+        if let delay = ProcessInfo.processInfo.environment["SUTURE_TEST_HUNK_DELAY_US"].flatMap(UInt32.init) {
+            engine.delayAfterEachHunkMicroseconds = delay
+        }
+        return engine
+    }
+
+    /// Resolves an address expression through this target's symbols.
+    func resolve(_ text: String) throws -> ResolvedAddress {
+        let expression = try AddressExpression.parse(text)
+        if case let .absolute(address) = expression.base {
+            let a = address &+ UInt64(bitPattern: expression.offset)
+            let found = symbols?.symbolize(a)
+            return ResolvedAddress(address: a, symbol: found?.symbol, offset: found?.offset ?? 0)
+        }
+        guard let symbols else { throw CommandFailure("\(text): no symbols for \(name) (give --kallsyms, --system-map or --elf)") }
+        return try expression.resolve(in: symbols)
+    }
+}
