@@ -193,6 +193,11 @@ public struct AddressExpression: Sendable, Hashable, CustomStringConvertible {
                     i += 1
                     let moduleStart = i
                     while i < bytes.count, AddressExpression.isModuleByte(bytes[i]) { i += 1 }
+                    if i >= bytes.count || bytes[i] != UInt8(ascii: "]") {
+                        // Not closed: a `+` there was an offset's sign (`name [mod+4`), not part of a name.
+                        i = moduleStart
+                        while i < bytes.count, AddressExpression.isModuleByte(bytes[i]), bytes[i] != UInt8(ascii: "+") { i += 1 }
+                    }
                     guard i > moduleStart else { throw fail(i, "a module name after [") }
                     guard i < bytes.count, bytes[i] == UInt8(ascii: "]") else { throw fail(i, "] closing the module name") }
                     module = String(decoding: bytes[moduleStart..<i], as: UTF8.self)
