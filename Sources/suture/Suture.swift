@@ -8,7 +8,7 @@ struct Suture: ParsableCommand {
         subcommands: [
             LabCommand.self, SymbolsCommand.self,
             ReadCommand.self, PokeCommand.self, FlipCommand.self,
-            ApplyCommand.self, RevertCommand.self, StatusCommand.self, RecoverCommand.self,
+            ApplyCommand.self, RevertCommand.self, StatusCommand.self, RecoverCommand.self, PsCommand.self,
             BenchCommand.self,
         ]
     )
