@@ -12,9 +12,12 @@ public struct LabOptions: Sendable, Hashable {
     public var nfsTimeout: Double
     /// What to boot; nil fetches (or reuses) the cached ingredients.
     public var image: LabImage?
+    /// The QEMU program, looked up in PATH unless it holds a '/'.
+    public var qemu: String
 
     public init(kaslr: Bool? = nil, smp: Int = 2, memoryMB: Int = 512, nfs: Bool = false,
-                bootTimeout: Double = 120, nfsTimeout: Double = 120, image: LabImage? = nil) {
+                bootTimeout: Double = 120, nfsTimeout: Double = 120, image: LabImage? = nil,
+                qemu: String = "qemu-system-x86_64") {
         self.kaslr = kaslr
         self.smp = smp
         self.memoryMB = memoryMB
@@ -22,6 +25,7 @@ public struct LabOptions: Sendable, Hashable {
         self.bootTimeout = bootTimeout
         self.nfsTimeout = nfsTimeout
         self.image = image
+        self.qemu = qemu
     }
 }
 
