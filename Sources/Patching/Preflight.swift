@@ -263,6 +263,15 @@ struct BoundaryCheck {
             }
             notes.append("\(h.hunk.location) = \(inside.map { "\($0.mnemonic) \($0.operands)".trimmingWhitespace() }.joined(separator: "; ")) → \(replaced.map { "\($0.mnemonic) \($0.operands)".trimmingWhitespace() }.joined(separator: "; ")) in \(function.name) (\(instructions.count) instructions decoded)")
         }
+        // Several hunks in one function are one change spanning instructions (a compare and its
+        // jump, a constant and its use): a thread between them would run half of it.
+        var perFunction: [UInt64: [Int]] = [:]
+        for (k, h) in hunks.enumerated() where !isData[k] {
+            if let f = h.function { perFunction[f.address, default: []].append(k) }
+        }
+        for group in perFunction.values where group.count > 1 {
+            for k in group { spans[k] = true }
+        }
         return Result(finding: PreflightFinding(check: .boundaries, passed: problems.isEmpty,
                                                 detail: problems.isEmpty ? notes.joined(separator: "; ") : problems.joined(separator: "; ")),
                       instructions: covered, spans: spans, isData: isData)
