@@ -248,6 +248,12 @@ public struct PatchEngine {
             if let refused = failure.underlying as? PatchError { throw refused }
             throw failure.underlying
         }
+        // A process that exited took its memory, and any half-written patch, with it: nothing is
+        // left for recover, so the journal closes the operation now.
+        if let gone = failure.underlying as? TargetError, gone.isProcessGone {
+            try record(abortEvent, id: id, identity: nil, hunks: [], note: "the process exited during the write: \(gone)")
+            throw gone
+        }
         // Leave the intent as the last word: recover will sort it out from the live bytes.
         throw PatchError.partialWrite(id: id, underlying: "\(failure.underlying)")
     }

@@ -87,6 +87,18 @@ public enum ProcessSymbols {
         /// How many symbols were loaded for it.
         public var symbolCount: Int
 
+        public init(path: String, module: String?, isMainExecutable: Bool, bias: UInt64, buildID: String?,
+                    mappings: [Mapping], source: SymbolSource, symbolCount: Int) {
+            self.path = path
+            self.module = module
+            self.isMainExecutable = isMainExecutable
+            self.bias = bias
+            self.buildID = buildID
+            self.mappings = mappings
+            self.source = source
+            self.symbolCount = symbolCount
+        }
+
         /// Where `file.so` was, for messages: `libc.so.6` or the executable's path.
         public var displayName: String { module ?? path }
 
