@@ -3,7 +3,7 @@ SHELL := /bin/bash
 SWIFT ?= swift
 export SUTURE_CACHE ?= $(HOME)/.cache/suture
 APT_PACKAGES := libcapstone-dev liblzma-dev libzstd-dev zlib1g-dev binutils gcc qemu-system-x86 \
-                busybox-static cpio xz-utils gdbserver
+                busybox-static cpio xz-utils gdbserver memcached
 
 .PHONY: demo test deps build fetch bench clean
 
