@@ -129,7 +129,12 @@ public struct PatchEngine {
                 ResolvedHunk(hunk: Hunk(symbol: nil, offset: 0, address: $0.address, expected: $0.replacement, replacement: $0.original),
                              address: $0.address, function: symbols?.function(containing: $0.address))
             }
-            let spans = resolved.map { _ in true }
+            // As for apply: a one-instruction hunk is guarded by its own bytes (else a thread
+            // living in the function, a daemon's event loop, would block the revert forever);
+            // several instructions, several hunks in a function, or anything unclear, the function.
+            let spans = (try? BoundaryCheck(hunks: resolved, architecture: architecture,
+                                            placement: HunkPlacementClassifier(target: target, symbols: symbols)).run(on: target).spans)
+                ?? resolved.map { _ in true }
             if dryRun { return RevertResult(patchID: id, hunks: patch.hunks, pause: nil, dryRun: true) }
             try record(.revertIntent, id: id, identity: patch.identity, description: patch.description, hunks: patch.hunks)
             do {

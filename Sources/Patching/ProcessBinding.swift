@@ -58,6 +58,13 @@ public enum ProcessBinding {
             narrow(name, &module, &ordinal)
             (bound.hunks[i].module, bound.hunks[i].ordinal) = (module, ordinal)
         }
+        for i in bound.hunks.indices {
+            guard var reference = bound.hunks[i].reference else { continue }
+            var (module, ordinal) = (reference.module, reference.ordinal)
+            narrow(reference.symbol, &module, &ordinal)
+            (reference.module, reference.ordinal) = (module, ordinal)
+            bound.hunks[i].reference = reference
+        }
         if var functions = bound.functions {
             for i in functions.indices {
                 var (module, ordinal) = (functions[i].module, functions[i].ordinal)

@@ -117,12 +117,28 @@ import Targets
         let result = try s.engine.apply(flip)
         #expect(result.preflight.spansInstructions == [false])
         try s.expectLine { $0.hasPrefix("gate 0 ") }
-        // Revert knows only the bytes, not how many instructions the change spanned: it guards the
-        // whole function, so it waits for the spinner like the two-hunk change did.
-        #expect {
-            try s.engine.revert(id: flip.id, options: PreflightOptions(busyAttempts: 2, busyBackoffMicroseconds: 1000))
-        } throws: { "\($0)".contains("gate+0x") }
+        // Its revert is one instruction too: the spinner in gate() does not block it.
+        _ = try s.engine.revert(id: flip.id, options: PreflightOptions(busyAttempts: 3, busyBackoffMicroseconds: 1000))
+        try s.expectLine { $0.hasPrefix("gate 1 ") }
+    }
+
+    @Test func revertOfAMultiInstructionChangeWaitsForTheFunction() throws {
+        let old = try Self.host(), new = try Self.host(["-DLESS"])
+        let bundle = try Self.diff(old, new)
+        let s = try start(old, ["spin"])
+        defer { s.close() }
+        // Applied while nobody is in gate() is impossible with the spinner there: force busy for
+        // the apply only, to have something to revert.
+        _ = try s.engine.apply(bundle, options: PreflightOptions(force: [.busy]))
         try s.expectLine { $0.hasPrefix("gate 0 ") }
+        #expect {
+            try s.engine.revert(id: bundle.id, options: PreflightOptions(busyAttempts: 2, busyBackoffMicroseconds: 1000))
+        } throws: { error in
+            guard case let PatchError.refused(findings) = error else { return false }
+            return findings.contains { $0.check == .busy && $0.detail.contains("gate+0x2") }
+        }
+        try s.expectLine { $0.hasPrefix("gate 0 ") }
+        #expect(try s.engine.status().map(\.live) == [.applied])
     }
 
     @Test func bundleOfAnotherBuildIsRefusedByIdentity() throws {
