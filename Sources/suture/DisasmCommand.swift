@@ -4,7 +4,8 @@ import ELF
 import Foundation
 import Symbols
 
-/// `suture disasm FILE SYMBOL`: one function of an ELF file, laid out like `objdump -dr`.
+/// `suture disasm FILE SYMBOL`: one function of an ELF file, laid out like `objdump -dr`;
+/// `suture disasm -t TARGET EXPR`: the same from live memory.
 struct DisasmCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "disasm",
@@ -15,13 +16,20 @@ struct DisasmCommand: ParsableCommand {
             the instructions they patch; branch targets as <symbol+offset>. A stripped vmlinux has no \
             symbols: give --kallsyms or --system-map to find the function (its bytes are read at that \
             address, less the KASLR slide measured at _text).
+            With -t, the function is read from a live target instead: suture disasm -t lab "nfs_flock [nfs]".
             """)
 
-    @Argument(help: ArgumentHelp("The ELF file (.o, .ko, .ko.xz, vmlinux, a program).", valueName: "file"))
+    @Argument(help: ArgumentHelp("The ELF file (.o, .ko, .ko.xz, vmlinux, a program); with -t, the function.", valueName: "file"))
     var file: String
 
     @Argument(help: ArgumentHelp("The function: a name or an address expression.", valueName: "symbol"))
-    var symbol: String
+    var symbol: String?
+
+    @Option(name: [.short, .long], help: ArgumentHelp("Disassemble live memory of this target (lab, gdb:HOST:PORT, pid:N, ...).", valueName: "target"))
+    var target: String?
+
+    @Option(name: .customLong("state-dir"), help: .hidden)
+    var stateDirectory: String?
 
     @Flag(name: .long, help: "Intel syntax instead of AT&T.")
     var intel = false
@@ -34,9 +42,14 @@ struct DisasmCommand: ParsableCommand {
 
     func validate() throws {
         guard kallsyms == nil || systemMap == nil else { throw ValidationError("give at most one of --kallsyms, --system-map") }
+        guard (target == nil) != (symbol == nil) else {
+            throw ValidationError(target == nil ? "give FILE and SYMBOL, or -t TARGET and the function" : "with -t give only the function")
+        }
     }
 
     func run() throws {
+        if let target { return try live(target: target, expression: file) }
+        guard let symbol else { return }
         try running("disasm") {
             let map = try SymbolMap.load(kallsyms: kallsyms, systemMap: systemMap)
             let code = try FunctionCode(path: file, expression: symbol, map: map)
@@ -53,6 +66,31 @@ struct DisasmCommand: ParsableCommand {
                     + "KASLR slide \(Hex.address(UInt64(bitPattern: code.slide))))"
             }
             print(header)
+            print(listing.render(), terminator: "")
+        }
+    }
+
+    /// Reads the function containing `expression` from the live target and lists it, branch
+    /// targets symbolised through the target's symbols.
+    private func live(target: String, expression: String) throws {
+        try running("disasm") {
+            var arguments = ["-t", target]
+            if let kallsyms { arguments += ["--kallsyms", kallsyms] }
+            if let systemMap { arguments += ["--system-map", systemMap] }
+            let session = try TargetOptions.parse(arguments).open()
+            let place = try session.resolve(expression)
+            guard let function = session.symbols?.function(containing: place.address), let size = function.size else {
+                throw CommandFailure("\(expression): no function symbol with a size covers \(Hex.address(place.address))")
+            }
+            let bytes = try session.target.read(at: function.address, count: Int(size))
+            let disassembler = try Disassembler(architecture: .x86_64, syntax: intel ? .intel : .att)
+            let instructions = disassembler.decode(bytes, address: function.address)
+            let listing = Listing(instructions: instructions, addressWidth: 16, symbolize: { address in
+                guard let found = session.symbols?.symbolize(address) else { return nil }
+                return found.offset == 0 ? found.symbol.name : found.symbol.name + "+" + Hex.address(found.offset)
+            }, annotations: [:], architecture: .x86_64)
+            let module = function.module.map { " [\($0)]" } ?? ""
+            print(Hex.padded(function.address) + " <\(function.name)>\(module):    (live, \(session.name))")
             print(listing.render(), terminator: "")
         }
     }
