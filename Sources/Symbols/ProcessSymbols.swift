@@ -305,12 +305,58 @@ public enum ProcessSymbols {
         return try parseMaps(readFile(path), file: path, includeAnonymous: true)
     }
 
+    // MARK: Finding data
+
+    /// One place where searched bytes lie in a mapped file's read-only data.
+    public struct Occurrence: Sendable, Hashable {
+        /// The live address.
+        public var address: UInt64
+        /// The image's module (nil: the executable) and path.
+        public var module: String?
+        public var path: String
+        /// The section (`.rodata`) and the offset into it.
+        public var section: String
+        public var sectionOffset: UInt64
+    }
+
+    /// Where `bytes` occur in the allocated, read-only, non-executable sections (`.rodata`, ...) of
+    /// the process' mapped files, at live addresses: to find a string to patch in a stripped
+    /// daemon. At most `limit` occurrences.
+    public static func occurrences(of bytes: [UInt8], pid: Int32, images: [Image], limit: Int = 64) -> [Occurrence] {
+        guard !bytes.isEmpty else { return [] }
+        var found: [Occurrence] = []
+        for image in images {
+            guard let elf = openMapped(pid: pid, group: image.mappings.isEmpty ? [] : image.mappings) else { continue }
+            for section in elf.sections where section.isAllocated && !section.isExecutable && !section.isWritable
+                && section.type != ELFConstants.SHT_NOBITS && section.size >= bytes.count {
+                guard let data = try? elf.data(of: section) else { continue }
+                let hits: [Int] = data.withUnsafeBytes { raw in
+                    var hits: [Int] = []
+                    guard raw.count >= bytes.count else { return hits }
+                    let first = bytes[0]
+                    var k = 0
+                    while k <= raw.count - bytes.count {
+                        if raw[k] == first, bytes.indices.allSatisfy({ raw[k + $0] == bytes[$0] }) { hits.append(k) }
+                        k += 1
+                    }
+                    return hits
+                }
+                for k in hits {
+                    found.append(Occurrence(address: image.runtimeAddress(ofFileAddress: section.address + UInt64(k)), module: image.module,
+                                            path: image.path, section: section.name, sectionOffset: UInt64(k)))
+                    if found.count >= limit { return found }
+                }
+            }
+        }
+        return found
+    }
+
     // MARK: Files
 
     /// The mapped file itself: by its path when that still names the same inode, else through
     /// `/proc/PID/map_files/START-END` (a deleted or replaced file, another mount namespace).
     private static func openMapped(pid: Int32, group: [Mapping]) -> ELFFile? {
-        let first = group[0]
+        guard let first = group.first else { return nil }
         var info = stat()
         if !first.isDeleted, stat(first.path, &info) == 0, UInt64(info.st_ino) == first.inode || first.inode == 0,
            let elf = try? ELFFile(path: first.path) {

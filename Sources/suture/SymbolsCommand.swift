@@ -33,6 +33,9 @@ struct SymbolsCommand: ParsableCommand {
     @Option(name: [.short, .long], help: ArgumentHelp("A running process, pid:N: the symbols of its mapped files at their live addresses.", valueName: "target"))
     var target: String?
 
+    @Option(name: .customLong("string"), help: ArgumentHelp("With -t pid:N: where this text lies in the read-only data of the process' files (live addresses, e.g. to poke a string).", valueName: "text"))
+    var strings: [String] = []
+
     @Flag(name: .long, help: "Print a JSON array instead of columns.")
     var json = false
 
@@ -47,13 +50,16 @@ struct SymbolsCommand: ParsableCommand {
         if target != nil, kallsyms != nil || systemMap != nil {
             throw ValidationError("-t pid:N reads the process' own files: give --elf FILE (for a stripped one), not --kallsyms or --system-map")
         }
-        guard !queries.isEmpty else { throw ValidationError("give at least one name, address or expression") }
+        guard !queries.isEmpty || !strings.isEmpty else { throw ValidationError("give at least one name, address or expression") }
+        if !strings.isEmpty, target == nil { throw ValidationError("--string searches a live process: give -t pid:N") }
+        if !strings.isEmpty, json { throw ValidationError("--string prints lines, not JSON: leave out --json") }
     }
 
     func run() throws {
         let index: SymbolIndex
+        let snapshot: ProcessSymbols.Snapshot?
         do {
-            index = try loadIndex()
+            (index, snapshot) = try loadIndex()
         } catch {
             printError("\(error)")
             throw ExitCode(1)
@@ -78,20 +84,36 @@ struct SymbolsCommand: ParsableCommand {
         } else {
             printColumns(rows)
         }
+        if let snapshot {
+            for text in strings {
+                let found = ProcessSymbols.occurrences(of: Array(text.utf8), pid: snapshot.pid, images: snapshot.images)
+                if found.isEmpty {
+                    printError("\"\(text)\": not in the read-only data of any file mapped in pid \(snapshot.pid)")
+                    failed = true
+                }
+                for o in found {
+                    print("\(Hex.padded(o.address))  \(o.module ?? o.path)  \(o.section)+\(Hex.address(o.sectionOffset))  \"\(text)\"")
+                }
+            }
+        }
         if failed { throw ExitCode(1) }
     }
 
     // MARK: Sources
 
-    private func loadIndex() throws -> SymbolIndex {
+    private func loadIndex() throws -> (SymbolIndex, ProcessSymbols.Snapshot?) {
         if let target {
             guard case let .process(pid) = try TargetSpec.parse(target) else {
                 throw Failure("-t \(target): symbols reads live processes (pid:N); for a kernel give --kallsyms, --system-map or --elf")
             }
             let snapshot = try ProcessSymbols.snapshot(pid: pid, options: .init(symbolFiles: elf.map { [$0] } ?? []))
-            for note in snapshot.notes { printError("note: " + note) }
-            return snapshot.index
+            for note in snapshot.notes where !queries.isEmpty { printError("note: " + note) }
+            return (snapshot.index, snapshot)
         }
+        return (try loadFileIndex(), nil)
+    }
+
+    private func loadFileIndex() throws -> SymbolIndex {
         if let elf {
             let file = try ELFFile(path: elf)
             return try SymbolIndex(elf: file, module: Self.moduleName(ofObject: elf))

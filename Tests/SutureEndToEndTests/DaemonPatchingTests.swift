@@ -5,7 +5,7 @@ import TestSupport
 /// A real daemon from Debian's archive, patched live while it serves: memcached (the `memcached`
 /// package, stripped, PIE, 10 threads). A client keeps sending `set`/`get`/`version` on one
 /// connection the whole time and checks every answer; `suture poke` changes the version string in
-/// its .rodata (found with readelf and /proc/PID/maps, as a user would), the client sees the new
+/// its .rodata (found by `suture symbols --string`, checked with readelf and /proc/PID/maps), the client sees the new
 /// version, `suture revert` brings the old one back, and no request goes unanswered.
 @Suite(.serialized) struct DaemonPatchingTests {
     static let binary = "/usr/bin/memcached"
@@ -177,8 +177,14 @@ import TestSupport
         defer { traffic.stop() }
         try traffic.waitFor(version: version)
 
-        // Only the digits change: "VERSION 1.6.18" → "VERSION 9.9.99", inside its .rodata.
-        let address = try Self.liveAddress(of: "VERSION " + version, pid: daemon.pid) + 8
+        // Only the digits change: "VERSION 1.6.18" → "VERSION 9.9.99", inside its .rodata. suture
+        // finds the string; readelf and /proc/PID/maps confirm where it is.
+        let find = try Fixtures.suture(["symbols", "-t", "pid:\(daemon.pid)", "--string", "VERSION " + version])
+        #expect(find.status == 0, "\(find.stderr)")
+        let found = try #require(find.stdout.split(separator: "\n").first.flatMap { UInt64($0.prefix(16), radix: 16) }, "\(find.stdout)")
+        #expect(find.stdout.contains("\(Self.binary)  .rodata+0x"))
+        #expect(found == (try Self.liveAddress(of: "VERSION " + version, pid: daemon.pid)))
+        let address = found + 8
         let state = try Fixtures.temporaryFolder("daemon-state").path
         let t = ["-t", "pid:\(daemon.pid)", "--state-dir", state]
         let hex = { (s: String) in s.utf8.map { String(format: "%02x", $0) }.joined(separator: " ") }

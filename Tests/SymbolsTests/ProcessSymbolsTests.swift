@@ -88,6 +88,27 @@ import TestSupport
         #expect(snapshot.image(containing: banner.address)?.module == module)
     }
 
+    @Test func stringsAreFoundInReadOnlyDataAtLiveAddresses() throws {
+        let library = try Self.library()
+        let exe = try Self.host()
+        let program = try LiveProgram(exe, arguments: [library.path])
+        defer { program.stop() }
+        let snapshot = try ProcessSymbols.snapshot(pid: program.pid)
+        // lib_banner is a named object holding the text: nm's address for it, moved by the bias.
+        let found = ProcessSymbols.occurrences(of: Array("libparse-1".utf8), pid: program.pid, images: snapshot.images)
+        let banner = try snapshot.index.resolve(name: "lib_banner", module: library.lastPathComponent)
+        #expect(found.map(\.address) == [banner.address])
+        #expect(found.first?.module == library.lastPathComponent && found.first?.section == ".rodata")
+        // The executable's string literal: the live bytes there are the text (read through /proc/PID/mem).
+        let hello = try #require(ProcessSymbols.occurrences(of: Array("hello-world".utf8), pid: program.pid, images: snapshot.images).first)
+        #expect(hello.module == nil && hello.path == exe.resolvingSymlinksInPath().path)
+        let mem = try FileHandle(forReadingFrom: URL(fileURLWithPath: "/proc/\(program.pid)/mem"))
+        defer { try? mem.close() }
+        try mem.seek(toOffset: hello.address)
+        #expect(try mem.read(upToCount: 11) == Data("hello-world".utf8))
+        #expect(ProcessSymbols.occurrences(of: Array("no such text anywhere 42".utf8), pid: program.pid, images: snapshot.images).isEmpty)
+    }
+
     @Test func strippedExecutableIsNamedAndAGivenSymbolFileFillsIn() throws {
         let folder = try Fixtures.temporaryFolder("process-stripped")
         let full = try Self.host(in: folder)
