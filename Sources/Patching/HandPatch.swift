@@ -43,7 +43,9 @@ public struct HandPatch {
         let end = address + UInt64(expected.count)
         var start = address, stop = end
         if let function = symbols?.function(containing: address), let size = function.size,
-           address >= function.address, end <= function.address + size {
+           address >= function.address, end <= function.address + size,
+           // Data (a string in .rodata) has no instructions to widen to, whatever symbol is near.
+           !HunkPlacementClassifier(target: target, symbols: symbols).classify(address..<end, function: function).isData {
             let code = try target.read(at: function.address, count: Int(size))
             let instructions = try Disassembler(architecture: architecture).decode(code, address: function.address)
             if let first = instructions.last(where: { $0.address <= address }) { start = first.address }

@@ -8,7 +8,7 @@ struct Suture: ParsableCommand {
         subcommands: [
             LabCommand.self, SymbolsCommand.self, DisasmCommand.self, LocateCommand.self,
             ReadCommand.self, PokeCommand.self, FlipCommand.self,
-            DiffCommand.self, ApplyCommand.self, RevertCommand.self, StatusCommand.self, RecoverCommand.self,
+            DiffCommand.self, ApplyCommand.self, RevertCommand.self, StatusCommand.self, RecoverCommand.self, PsCommand.self,
             BenchCommand.self,
         ]
     )
