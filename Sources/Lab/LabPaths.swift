@@ -13,7 +13,14 @@ public struct LabPaths: Sendable, Hashable {
     public init(cache: String? = nil, runFolder: String? = nil) {
         let resolved = cache ?? Self.defaultCache()
         self.cache = resolved
-        self.runFolder = runFolder ?? resolved + "/lab/run"
+        self.runFolder = runFolder ?? Self.runFolderFromEnvironment() ?? resolved + "/lab/run"
+    }
+
+    /// `SUTURE_LAB_RUN` when set and not empty: lets the CLI drive a lab in another run folder
+    /// (the integration tests run the built binary against their own VM, never the user's).
+    public static func runFolderFromEnvironment() -> String? {
+        guard let env = ProcessInfo.processInfo.environment["SUTURE_LAB_RUN"], !env.isEmpty else { return nil }
+        return env
     }
 
     /// `SUTURE_CACHE` when set and not empty, else `~/.cache/suture`.

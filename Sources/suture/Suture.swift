@@ -9,6 +9,7 @@ struct Suture: ParsableCommand {
             LabCommand.self, SymbolsCommand.self,
             ReadCommand.self, PokeCommand.self, FlipCommand.self,
             ApplyCommand.self, RevertCommand.self, StatusCommand.self, RecoverCommand.self,
+            DemoCommand.self,
         ]
     )
 }
