@@ -198,7 +198,7 @@ private struct DemoRun {
         let liveInstructions = disassembler.decode(live, address: functionAddress)
         say("the same \(function.size) bytes read from the running kernel at \(Hex.address(functionAddress)):")
         report(.output(listing(liveInstructions, upTo: place.address, name: Demo.function, start: functionAddress,
-                               size: function.size, annotations: [:])))
+                               size: function.size, annotations: [:], symbols: symbols)))
         let liveJe = liveInstructions.first { $0.address == place.address }
         guard let liveJe, liveJe.bytes == Demo.originalBytes else {
             throw fail(expected: "74 39 (je) live at nfs_flock+0x2f (\(Hex.address(place.address)))",
@@ -415,11 +415,12 @@ private struct DemoRun {
     /// An objdump-style listing from the function's start through the instruction after `mark`,
     /// with the instruction at `mark` pointed at.
     private func listing(_ instructions: [Instruction], upTo mark: UInt64, name: String, start: UInt64, size: Int,
-                         annotations: [UInt64: [String]]) -> String {
+                         annotations: [UInt64: [String]], symbols: SymbolIndex? = nil) -> String {
         let shown = Array(instructions.prefix { $0.address <= mark + 2 })
         let text = Listing(instructions: shown, symbolize: { address in
-            guard address >= start, address < start + UInt64(size) else { return nil }
-            return "\(name)+\(Hex.address(address - start))"
+            if address >= start, address < start + UInt64(size) { return "\(name)+\(Hex.address(address - start))" }
+            // Live code: other functions by their kallsyms names (nfs_flock.cold, nfs_debug).
+            return symbols?.symbolize(address).map { "\($0.symbol.name)+\(Hex.address($0.offset))" }
         }, annotations: annotations.filter { $0.key < (shown.last?.endAddress ?? start) }).render()
         let markLabel = String(mark, radix: 16) + ":"
         var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
@@ -457,7 +458,7 @@ private struct DemoRun {
                 why = "\(site.table): \(site.table.meaning)"
             }
             let at = "+" + Hex.address(UInt64(i))
-            lines.append("  \(at.padding(toLength: 6, withPad: " ", startingAt: 0)) nfs.ko \(Hex.bytes(function.bytes[i..<to]).padding(toLength: 14, withPad: " ", startingAt: 0))"
+            lines.append("\(at.padding(toLength: 6, withPad: " ", startingAt: 0)) nfs.ko \(Hex.bytes(function.bytes[i..<to]).padding(toLength: 14, withPad: " ", startingAt: 0))"
                          + "  live \(Hex.bytes(live[i..<to]).padding(toLength: 14, withPad: " ", startingAt: 0))  \(why)")
             i = to
         }
