@@ -63,7 +63,12 @@ public struct ProcessIdentity: Sendable, Hashable, Codable {
         let deadline = Date().addingTimeInterval(timeout)
         while true {
             if !isRunning {
-                reapIfChild()   // it may have turned into a zombie just now
+                // It may have turned into a zombie just now. A multi-threaded leader shows "Z" while
+                // its other threads are still exiting, and waitpid answers 0 until they are gone:
+                // keep reaping our child briefly, or its /proc entry lingers until we exit.
+                var status: Int32 = 0
+                let reapDeadline = Date().addingTimeInterval(5)
+                while waitpid(pid, &status, WNOHANG) == 0, Date() < reapDeadline { usleep(5_000) }
                 return true
             }
             if Date() >= deadline { return false }

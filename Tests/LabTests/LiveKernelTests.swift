@@ -159,6 +159,12 @@ extension LiveKernelTests {
             let swappedRefusal = try refusal(engine, swapped)
             #expect(swappedRefusal.contains("nfs_flock+0x\(String(first, radix: 16)):"), "first difference at 0x\(String(first, radix: 16)): \(swappedRefusal)")
 
+            // Nothing was written.
+            #expect(try target.read(at: place.address, count: 2) == [0x74, 0x39])
+            // QEMU's gdbstub serves one client: a second connection waits in the listen queue and,
+            // accepted once this one closes, would stop the VM for good. Close before the CLI runs.
+            target.close()
+
             // Through the CLI: a copy of nfs.ko with that byte changed, given with --object.
             let folder = try Fixtures.temporaryFolder("suture-object")
             defer { try? FileManager.default.removeItem(at: folder) }
@@ -173,7 +179,9 @@ extension LiveKernelTests {
             #expect(cli.status == 3, "refusals exit 3: \(CLI.describe(cli))")
             #expect(cli.stderr.contains("✗ function: nfs_flock+0x10: expected 52, found 53"), "\(cli.stderr)")
             // Nothing was written.
-            #expect(try target.read(at: place.address, count: 2) == [0x74, 0x39])
+            let read = try CLI.run(["read", "-t", "lab", "nfs_flock [nfs]+0x2f", "2", "--json"], env)
+            let object = try JSONSerialization.jsonObject(with: read.stdoutData) as? [String: String]
+            #expect(object?["bytes"] == "74 39", "\(CLI.describe(read))")
             #expect(try CLI.guest("flocktest /mnt/nfs/b", env).stdout == "flock: OK\n")
         }
 
