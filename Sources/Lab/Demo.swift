@@ -21,12 +21,16 @@ public struct Demo {
         public var journalDirectory: String?
         /// How to boot when no lab with NFS is up.
         public var boot: LabOptions
+        /// Asked before each step: true stops the demo there (then it reverts and cleans up as after
+        /// a failed step). The CLI answers true after Ctrl-C.
+        public var isCancelled: @Sendable () -> Bool
 
         public init(paths: LabPaths = LabPaths(), journalDirectory: String? = nil,
-                    boot: LabOptions = LabOptions(nfs: true)) {
+                    boot: LabOptions = LabOptions(nfs: true), isCancelled: @escaping @Sendable () -> Bool = { false }) {
             self.paths = paths
             self.journalDirectory = journalDirectory
             self.boot = boot
+            self.isCancelled = isCancelled
         }
     }
 
@@ -87,9 +91,16 @@ public struct DemoFailure: Error, CustomStringConvertible {
     public var expected: String
     public var found: String
     public var cleanup: [String] = []
+    /// Stopped on request (`Options.isCancelled`), not by a failed expectation.
+    public var interrupted = false
+
+    /// The first line: which step, what was expected and found.
+    public var headline: String {
+        interrupted ? "interrupted before step \"\(step)\"" : "step \"\(step)\" failed: expected \(expected), found \(found)"
+    }
 
     public var description: String {
-        var text = "step \"\(step)\" failed: expected \(expected), found \(found)"
+        var text = headline
         if !cleanup.isEmpty { text += "\n" + cleanup.map { "  cleanup: " + $0 }.joined(separator: "\n") }
         return text
     }
@@ -138,16 +149,16 @@ private struct DemoRun {
 
     private mutating func steps() throws -> DemoSummary {
         // 1. The lab, with an NFS mount to lock files on.
-        begin("Boot the lab: Debian's 6.1 kernel under QEMU, serving a tmpfs over NFSv3 to itself")
+        try begin("Boot the lab: Debian's 6.1 kernel under QEMU, serving a tmpfs over NFSv3 to itself")
         let state = try bootOrReuse()
 
         // 2. The symptom the article starts from: flock() on NFS works (the behaviour to change).
-        begin("flock() on the NFS mount works (the behaviour the article wanted to change)")
+        try begin("flock() on the NFS mount works (the behaviour the article wanted to change)")
         say("flocktest takes an exclusive, non-blocking flock(2) and prints the result")
         try expectFlock(on: Demo.nfsFile, ok: true)
 
         // 3. Where the function lives: System.map in 2007, the guest's kallsyms for a 6.1 module.
-        begin("Find nfs_flock [nfs] in the guest's /proc/kallsyms")
+        try begin("Find nfs_flock [nfs] in the guest's /proc/kallsyms")
         let kallsyms = try vm.kallsyms()
         let lines = Self.lines(in: kallsyms.text, endingWith: "\t[\(Demo.module)]", name: Demo.function)
         guard lines.count == 1 else {
@@ -162,7 +173,7 @@ private struct DemoRun {
         check("nfs_flock [nfs] is at \(Hex.address(functionAddress))")
 
         // 4. The object file: where the je is, relative to the function's start.
-        begin("Disassemble nfs_flock from nfs.ko (the article's objdump -d of file.o)")
+        try begin("Disassemble nfs_flock from nfs.ko (the article's objdump -d of file.o)")
         guard let koPath = ModuleObjects(paths: options.paths).path(ofModule: Demo.module) else {
             throw fail(expected: "\(Demo.module).ko in the cached kernel package under \(options.paths.kernelRoot)",
                        found: "no such module in modules.order (run `suture lab fetch`)")
@@ -189,7 +200,7 @@ private struct DemoRun {
         check("nfs.ko has 74 39 je at nfs_flock+0x2f, the `if (!(fl->fl_flags & FL_FLOCK)) return -ENOLCK;` branch")
 
         // 5. The live function, read through QEMU's gdbstub, compared with the file byte by byte.
-        begin("Disassemble nfs_flock live (QEMU gdbstub) and verify every byte against nfs.ko")
+        try begin("Disassemble nfs_flock live (QEMU gdbstub) and verify every byte against nfs.ko")
         let target = try GDBRemoteTarget(host: "127.0.0.1", port: state.gdbPort, kernel: KernelSymbols { name in
             symbols.symbols(named: name).first(where: { $0.module == nil })?.address
         })
@@ -213,7 +224,7 @@ private struct DemoRun {
         check(comparison.summary)
 
         // 6. Every check before the first byte is written.
-        begin("Preflight: identity, bytes, whole function, instruction boundaries, vCPU program counters")
+        try begin("Preflight: identity, bytes, whole function, instruction boundaries, vCPU program counters")
         let journal = try journalForRun()
         let engine = PatchEngine(target: target, targetName: "lab", symbols: symbols, journal: journal)
         self.engine = engine
@@ -236,7 +247,7 @@ private struct DemoRun {
         check("all \(wanted.count) checks passed; nothing written yet")
 
         // 7. The write: stop both vCPUs, write one byte, read it back, resume.
-        begin("Apply: je → jne at nfs_flock+0x2f (74 → 75), the vCPUs stopped for the write")
+        try begin("Apply: je → jne at nfs_flock+0x2f (74 → 75), the vCPUs stopped for the write")
         let applied = try engine.apply(bundle)
         appliedID = applied.bundleID
         report(.output(applied.hunks.map { "\($0.location)  \(Hex.address($0.address))  \(Hex.bytes($0.original)) → \(Hex.bytes($0.replacement))\n" }.joined()))
@@ -246,23 +257,23 @@ private struct DemoRun {
         check("applied \(applied.bundleID); the kernel was paused for \(pause) (busy check attempt \(applied.attempts))")
 
         // 8. The new behaviour on NFS, and nothing else changed.
-        begin("flock() on NFS now fails with ENOLCK; flock() on tmpfs still works")
+        try begin("flock() on NFS now fails with ENOLCK; flock() on tmpfs still works")
         try expectFlock(on: Demo.nfsFile, ok: false)
         try expectFlock(on: Demo.tmpfsFile, ok: true)
 
         // 9. Undo.
-        begin("Revert: put back the original byte")
+        try begin("Revert: put back the original byte")
         let reverted = try engine.revert(id: applied.bundleID)
         appliedID = nil
         report(.output(reverted.hunks.map { "\($0.location)  \(Hex.address($0.address))  \(Hex.bytes($0.replacement)) → \(Hex.bytes($0.original))\n" }.joined()))
         check("reverted; paused for \(reverted.pause.map { String(format: "%.0f µs", $0.microseconds) } ?? "nothing")")
 
         // 10. Back to the start.
-        begin("flock() on NFS works again")
+        try begin("flock() on NFS works again")
         try expectFlock(on: Demo.nfsFile, ok: true)
 
         // 11. What the journal and the live bytes say.
-        begin("suture status: the journal and the live bytes agree that the patch is reverted")
+        try begin("suture status: the journal and the live bytes agree that the patch is reverted")
         let statuses = try engine.status()
         report(.output(statuses.map { "\($0.record.id)  \($0.live.rawValue)  \($0.detail)\n" }.joined()))
         guard let mine = statuses.last(where: { $0.record.id == applied.bundleID }), mine.live == .reverted,
@@ -273,7 +284,7 @@ private struct DemoRun {
         check("\(applied.bundleID): reverted (journal \(journal.directory))")
 
         // 12. Leave the lab as found.
-        begin(bootedLab ? "Bring the lab down (the demo booted it)" : "Leave the lab up (it was up before the demo)")
+        try begin(bootedLab ? "Bring the lab down (the demo booted it)" : "Leave the lab up (it was up before the demo)")
         target.close()
         self.target = nil
         if bootedLab {
@@ -294,10 +305,15 @@ private struct DemoRun {
 
     // MARK: Step helpers
 
-    private mutating func begin(_ title: String) {
+    private mutating func begin(_ title: String) throws {
         end()
         stepNumber += 1
         stepTitle = title
+        if options.isCancelled() {
+            var stop = fail(expected: "to go on", found: "an interrupt")
+            stop.interrupted = true
+            throw stop
+        }
         stepStarted = Date()
         report(.step(number: stepNumber, total: Self.total, title: title))
     }
@@ -375,11 +391,13 @@ private struct DemoRun {
     /// a lab the demo booted. Returns a line per action.
     private mutating func cleanUp() -> [String] {
         var done: [String] = []
+        var keepJournal = false
         if let id = appliedID, let engine {
             do {
                 let result = try engine.revert(id: id)
                 done.append("reverted \(id) (\(result.hunks.map { "\($0.location) back to \(Hex.bytes($0.original))" }.joined(separator: ", ")))")
             } catch {
+                keepJournal = true
                 done.append("could not revert \(id): \(error); run `suture recover -t lab --state-dir \(engine.journal.directory)`")
             }
             appliedID = nil
@@ -395,7 +413,11 @@ private struct DemoRun {
             }
             bootedLab = false
         }
-        if let privateJournal { done.append("journal kept in \(privateJournal)") }
+        if let privateJournal {
+            // Only a failed revert needs the journal (for `suture recover`).
+            if keepJournal { done.append("journal kept in \(privateJournal)") }
+            else { try? FileManager.default.removeItem(atPath: privateJournal) }
+        }
         for line in done { report(.cleanup(line)) }
         return done
     }

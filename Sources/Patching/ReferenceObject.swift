@@ -1,4 +1,6 @@
+import Foundation
 import ELF
+import Symbols
 
 /// The file a live function's code came from (a kernel module `.ko`, an object `.o`, or a linked
 /// image that still has `.symtab`), with every byte range the loader or the kernel rewrites.
@@ -7,9 +9,14 @@ import ELF
 /// bytes plus the `RuntimeSites` mask, for the engine's whole-function preflight check), and does a
 /// given dump of live code match the file (`ReferenceFunction.compare`), every differing byte
 /// explained by a relocation or a rewrite table.
+///
+/// A stripped vmlinux (Debian ships no System.map) has no symbols of its own: `init(vmlinux:live:)`
+/// finds its functions through the live kernel's kallsyms, less the KASLR slide.
 public struct ReferenceObject: Sendable {
     public let file: ELFFile
     public let sites: RuntimeSites
+    /// For a stripped vmlinux: the live kernel's symbols and how far KASLR moved them.
+    private let live: (symbols: SymbolIndex, slide: Int64)?
 
     /// Opens `path` and reads its run-time sites (relocations and the kernel's rewrite tables,
     /// through their `.rela.*` sections for a relocatable object).
@@ -20,9 +27,55 @@ public struct ReferenceObject: Sendable {
     public init(file: ELFFile) throws {
         self.file = file
         self.sites = try RuntimeSites(object: file)
+        self.live = nil
+    }
+
+    /// A stripped vmlinux (decompressed, KASLR relocation table still appended) matched with the
+    /// running kernel's `symbols`: the slide is live `_text` minus the file's `.text` address
+    /// (`_text` opens `.text` in arch/x86/kernel/vmlinux.lds.S), and the rewrite tables are found
+    /// between the live bounding symbols.
+    public init(vmlinux file: ELFFile, live symbols: SymbolIndex) throws {
+        guard let text = file.section(named: ".text") else {
+            throw ReferenceError.notAKernel(file: file.path, reason: "it has no .text section")
+        }
+        guard let liveText = symbols.symbols(named: "_text").first(where: { $0.module == nil }) else {
+            throw ReferenceError.notAKernel(file: file.path, reason: "the live symbols have no _text to measure the KASLR slide by")
+        }
+        let slide = Int64(bitPattern: liveText.address &- text.address)
+        self.file = file
+        self.sites = try RuntimeSites(vmlinux: file, symbols: symbols, slide: slide)
+        self.live = (symbols, slide)
+    }
+
+    /// Opens a reference for code of a live target: a `.ko`, `.o` or ELF with `.symtab` as it is; a
+    /// stripped vmlinux, or a bzImage (`vmlinuz`, decompressed in memory), through `liveSymbols`.
+    public static func open(path: String, liveSymbols: SymbolIndex?) throws -> ReferenceObject {
+        if let liveSymbols, !isELF(path) {
+            // Not an ELF file: perhaps a bzImage, whose payload is the vmlinux.
+            let bytes = try KernelImage.extractVmlinux(fromBzImage: path)
+            return try ReferenceObject(vmlinux: ELFFile(bytes: bytes, name: path), live: liveSymbols)
+        }
+        let file = try ELFFile(path: path)
+        if file.header.type != .relocatable, let liveSymbols,
+           try !file.symbols().contains(where: { $0.type == .function && $0.isDefined }) {
+            return try ReferenceObject(vmlinux: file, live: liveSymbols)
+        }
+        return try ReferenceObject(file: file)
+    }
+
+    /// Whether the file starts with the ELF magic (an unreadable file counts as ELF, so that
+    /// ELFFile reports why it cannot be read).
+    private static func isELF(_ path: String) -> Bool {
+        guard let handle = FileHandle(forReadingAtPath: path) else { return true }
+        defer { try? handle.close() }
+        let magic = (try? handle.read(upToCount: 4)) ?? Data()
+        return magic.isEmpty || Array(magic) == [0x7f, 0x45, 0x4c, 0x46]
     }
 
     public var path: String { file.path }
+
+    /// How far KASLR moved the live kernel from the file's addresses (stripped vmlinux only).
+    public var slide: Int64? { live?.slide }
 
     /// The defined function symbols named `name`, in file order (section, then value): the order in
     /// which a module's loader lays them out, so `ordinal` counts like kallsyms' `name/N` does.
@@ -36,6 +89,7 @@ public struct ReferenceObject: Sendable {
     /// in different source files), `ordinal` (1-based) picks one, else `liveSize` when exactly one of
     /// them has that size; otherwise the candidates are listed in the error.
     public func function(named name: String, ordinal: Int? = nil, liveSize: UInt64? = nil) throws -> ReferenceFunction {
+        if let live { return try liveFunction(named: name, ordinal: ordinal, liveSize: liveSize, live.symbols, live.slide) }
         let candidates = try functionSymbols(named: name)
         let symbol: Symbol
         if candidates.count == 1 {
@@ -52,6 +106,30 @@ public struct ReferenceObject: Sendable {
             })
         }
         return try function(symbol)
+    }
+
+    /// A built-in function of a stripped vmlinux: placed by the live symbol less the slide, sized by
+    /// `liveSize` or the live symbol's size (kallsyms: up to the next symbol).
+    private func liveFunction(named name: String, ordinal: Int?, liveSize: UInt64?, _ symbols: SymbolIndex,
+                              _ slide: Int64) throws -> ReferenceFunction {
+        let record = try symbols.resolve(name: name, module: nil, ordinal: ordinal)
+        let address = record.address &- UInt64(bitPattern: slide)
+        guard let size = liveSize ?? record.size, size > 0 else {
+            throw ReferenceError.badSymbol(file: path, symbol: name, reason: "the live symbols give no size")
+        }
+        guard let section = file.sections.first(where: {
+            $0.isExecutable && $0.hasFileData && $0.address <= address && address < $0.address + $0.size
+        }), size <= section.address + section.size - address else {
+            throw ReferenceError.badSymbol(file: path, symbol: name,
+                                           reason: "its link address \(Hex.address(address)) (live \(Hex.address(record.address)) less the KASLR slide) is in no code section of the file")
+        }
+        let offset = address - section.address
+        let data = try file.data(of: section)
+        let range = offset..<offset + size
+        return ReferenceFunction(file: path, name: name, section: section, offset: offset,
+                                 bytes: Array(data[Int(offset)..<Int(offset + size)]),
+                                 mask: sites.mask(section: section, range: range),
+                                 sites: sites.sites(in: section, overlapping: range))
     }
 
     /// The bytes and mask of one function symbol of this file.
@@ -191,6 +269,8 @@ public enum ReferenceError: Error, CustomStringConvertible, Sendable {
     case functionNotFound(file: String, symbol: String)
     case ambiguous(file: String, symbol: String, candidates: [String])
     case badSymbol(file: String, symbol: String, reason: String)
+    /// Given as a kernel image, but it is not one this code can place.
+    case notAKernel(file: String, reason: String)
 
     public var description: String {
         switch self {
@@ -200,6 +280,8 @@ public enum ReferenceError: Error, CustomStringConvertible, Sendable {
             return "\(file): \(candidates.count) functions are named \(symbol): \(candidates.joined(separator: ", ")); name one as \(symbol)/N"
         case let .badSymbol(file, symbol, reason):
             return "\(file): function \(symbol): \(reason)"
+        case let .notAKernel(file, reason):
+            return "\(file): cannot use it as the kernel image of the live kernel: \(reason)"
         }
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Synchronization
 import Lab
 
 /// `suture demo`: the 2007 article's live patch, replayed and checked step by step on the lab.
@@ -18,13 +19,19 @@ struct DemoCommand: ParsableCommand {
     var stateDirectory: String?
 
     func run() throws {
-        let demo = Demo(options: Demo.Options(journalDirectory: stateDirectory))
+        let interrupts = Interrupts()
+        defer { interrupts.uninstall() }
+        let demo = Demo(options: Demo.Options(journalDirectory: stateDirectory, isCancelled: { interrupts.received }))
         do {
             let summary = try demo.run(report: Self.print)
             Self.write(String(format: "\nDemo complete: every expectation held, %.1f s end to end%@.\n", summary.seconds,
                               summary.bootedLab ? " (including boot and NFS setup)" : " (lab already up)"))
+            Self.write("Seconds per step: " + summary.stepSeconds.enumerated()
+                .map { String(format: "%d) %.1f", $0.offset + 1, $0.element.seconds) }.joined(separator: ", ") + "\n")
         } catch {
-            Self.write("\n✗ \(error)\n")
+            // Cleanup was reported step by step already; the headline says what went wrong.
+            Self.write("\n✗ \((error as? DemoFailure)?.headline ?? "\(error)")\n")
+            if let failure = error as? DemoFailure, failure.interrupted { throw ExitCode(130) }
             throw ExitCode(ExitStatus.error)
         }
     }
@@ -50,5 +57,45 @@ struct DemoCommand: ParsableCommand {
 
     static func write(_ text: String) {
         FileHandle.standardOutput.write(Data(text.utf8))
+    }
+}
+
+/// Ctrl-C (or SIGTERM) during the demo: the first one lets the current step finish, then the demo
+/// stops and cleans up (reverts the patch, brings down a lab it booted); a second one ends the
+/// process at once. Handled on a dispatch queue, never in a signal handler.
+final class Interrupts: @unchecked Sendable {
+    private let count = Mutex(0)
+    private var sources: [DispatchSourceSignal] = []
+    private static let signals = [SIGINT, SIGTERM]
+
+    init() {
+        for number in Self.signals {
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler { [weak self] in self?.received(number) }
+            source.resume()
+            sources.append(source)
+        }
+    }
+
+    var received: Bool { count.withLock { $0 > 0 } }
+
+    private func received(_ number: Int32) {
+        let seen = count.withLock { value -> Int in
+            value += 1
+            return value
+        }
+        if seen == 1 {
+            DemoCommand.write("\n(interrupted: the demo stops after this step, then reverts and cleans up; interrupt again to quit at once)\n")
+        } else {
+            signal(number, SIG_DFL)
+            raise(number)
+        }
+    }
+
+    func uninstall() {
+        for source in sources { source.cancel() }
+        sources = []
+        for number in Self.signals { signal(number, SIG_DFL) }
     }
 }

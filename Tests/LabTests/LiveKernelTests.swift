@@ -119,6 +119,40 @@ extension LiveKernelTests {
             #expect(seconds < 30, "reading \(textSize) bytes took \(seconds) s")
         }
 
+        @Test("a built-in function under KASLR equals the stripped vmlinux outside its rewrite tables; the CLI checks it with --object vmlinuz")
+        func builtInFunctionMatchesVmlinuxUnderKASLR() throws {
+            let lab = try SharedLab.require()
+            let kallsyms = try lab.vm.kallsyms()
+            let symbols = SymbolIndex(try KallsymsParser.parse(kallsyms.text, file: kallsyms.path))
+            let vmlinux = try ELFFile(path: try Fixtures.debianVmlinux().path)
+            let reference = try ReferenceObject(vmlinux: vmlinux, live: symbols)
+            // Oracle for the slide: the vmlinux's first PT_LOAD (readelf) against the guest's _text.
+            let text = try #require(symbols.symbols(named: "_text").first { $0.module == nil })
+            #expect(reference.slide == Int64(bitPattern: text.address &- (try LabHarness.vmlinuxTextAddress())))
+            #expect(reference.slide != 0, "KASLR is on: the kernel must have moved")
+
+            let function = try reference.function(named: "__x64_sys_sethostname")
+            let record = try symbols.resolve(name: "__x64_sys_sethostname")
+            let target = try GDBRemoteTarget(host: "127.0.0.1", port: lab.state.gdbPort)
+            let live = try target.read(at: record.address, count: function.size)
+            target.close()
+            let comparison = function.compare(live: live)
+            #expect(comparison.matches, "\(comparison.summary)")
+            #expect(comparison.differing > 0 && comparison.explainedBytes[.returnSites, default: 0] > 0, "\(comparison.summary)")
+            // The je at +0x5d is compared, not masked.
+            #expect(Array(function.bytes[0x5d..<0x63]) == [0x0f, 0x84, 0x9f, 0x01, 0x00, 0x00])
+            #expect(function.mask[0x5d..<0x63].allSatisfy { $0 == 0xff })
+
+            let journal = try Fixtures.temporaryFolder("suture-journal")
+            defer { try? FileManager.default.removeItem(at: journal) }
+            let vmlinuz = try Fixtures.debianKernel().vmlinuz.path
+            let poke = try CLI.run(["poke", "-t", "lab", "__x64_sys_sethostname+0x5e", "--expect", "84", "--write", "85",
+                                    "--object", vmlinuz, "--dry-run"], lab.environment(stateDirectory: journal))
+            #expect(poke.status == 0, "\(CLI.describe(poke))")
+            #expect(poke.stdout.contains("✓ function   1 function match (\(function.size) bytes)"), "\(poke.stdout)")
+            #expect(poke.stdout.contains("nothing written"))
+        }
+
         @Test("a function image that differs from the live function is refused, naming the first mismatching offset")
         func wrongFunctionImageIsRefused() throws {
             let lab = try SharedLab.require()
