@@ -11,7 +11,7 @@ import Patching
 /// on, the built-in sethostname patch with nokaslr, whole-function verification against nfs.ko,
 /// and `suture demo`. Serialized (one VM at a time on two cores); every VM is brought down on
 /// every path.
-@Suite("Live kernel in the lab", .serialized)
+@Suite("Live kernel in the lab", .serialized, .labVMExclusive)
 enum LiveKernelTests {}
 
 extension LiveKernelTests {
