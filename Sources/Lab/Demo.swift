@@ -82,7 +82,13 @@ public struct DemoSummary: Sendable {
     public var applyPause: PauseWindow?
     public var revertPause: PauseWindow?
     public var liveAddress: UInt64
-    public var stepSeconds: [(title: String, seconds: Double)]
+    /// Wall time of each step, in order.
+    public var steps: [DemoStepTime]
+}
+
+public struct DemoStepTime: Sendable, Hashable {
+    public var title: String
+    public var seconds: Double
 }
 
 /// The step that failed, what it expected and what it found; with what cleanup did.
@@ -117,7 +123,7 @@ private struct DemoRun {
     var stepNumber = 0
     var stepTitle = ""
     var stepStarted = Date()
-    var stepSeconds: [(title: String, seconds: Double)] = []
+    var stepTimes: [DemoStepTime] = []
 
     // Cleanup state.
     var bootedLab = false
@@ -139,7 +145,7 @@ private struct DemoRun {
             return summary
         } catch {
             var failure = error as? DemoFailure
-                ?? DemoFailure(step: stepTitle, expected: "no error", found: "\(error)")
+                ?? DemoFailure(step: "\(stepNumber). \(stepTitle)", expected: "the step to complete", found: "an error: \(error)")
             failure.cleanup = cleanUp()
             throw failure
         }
@@ -297,7 +303,7 @@ private struct DemoRun {
         end()
         return DemoSummary(seconds: Date().timeIntervalSince(started), bootedLab: stateWasBooted,
                            applyPause: applied.pause, revertPause: reverted.pause, liveAddress: place.address,
-                           stepSeconds: stepSeconds)
+                           steps: stepTimes)
     }
 
     /// Set once the demo booted the lab; survives `bootedLab` being cleared by the orderly down.
@@ -319,8 +325,8 @@ private struct DemoRun {
     }
 
     private mutating func end() {
-        guard stepNumber > 0, stepSeconds.count < stepNumber else { return }
-        stepSeconds.append((stepTitle, Date().timeIntervalSince(stepStarted)))
+        guard stepNumber > 0, stepTimes.count < stepNumber else { return }
+        stepTimes.append(DemoStepTime(title: stepTitle, seconds: Date().timeIntervalSince(stepStarted)))
     }
 
     private func say(_ text: String) { report(.say(text)) }

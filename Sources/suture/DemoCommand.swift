@@ -26,7 +26,7 @@ struct DemoCommand: ParsableCommand {
             let summary = try demo.run(report: Self.print)
             Self.write(String(format: "\nDemo complete: every expectation held, %.1f s end to end%@.\n", summary.seconds,
                               summary.bootedLab ? " (including boot and NFS setup)" : " (lab already up)"))
-            Self.write("Seconds per step: " + summary.stepSeconds.enumerated()
+            Self.write("Seconds per step: " + summary.steps.enumerated()
                 .map { String(format: "%d) %.1f", $0.offset + 1, $0.element.seconds) }.joined(separator: ", ") + "\n")
         } catch {
             // Cleanup was reported step by step already; the headline says what went wrong.
