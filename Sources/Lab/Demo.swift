@@ -222,7 +222,8 @@ private struct DemoRun {
                        found: liveJe.map { $0.summary } ?? "no instruction starts there: " + Hex.bytes(live[Int(Demo.offset)...].prefix(2)))
         }
         let comparison = function.compare(live: live)
-        report(.output(differences(function, live: live) ))
+        say("where the live bytes differ from nfs.ko, and the table that explains each:")
+        report(.output(differences(function, live: live)))
         guard comparison.matches else {
             throw fail(expected: "every byte that differs from nfs.ko explained by a relocation or a rewrite table",
                        found: comparison.summary)
@@ -448,7 +449,7 @@ private struct DemoRun {
         let text = Listing(instructions: shown, symbolize: { address in
             if address >= start, address < start + UInt64(size) { return "\(name)+\(Hex.address(address - start))" }
             // Live code: other functions by their kallsyms names (nfs_flock.cold, nfs_debug).
-            return symbols?.symbolize(address).map { "\($0.symbol.name)+\(Hex.address($0.offset))" }
+            return symbols?.symbolize(address).map { $0.offset == 0 ? $0.symbol.name : "\($0.symbol.name)+\(Hex.address($0.offset))" }
         }, annotations: annotations.filter { $0.key < (shown.last?.endAddress ?? start) }).render()
         let markLabel = String(mark, radix: 16) + ":"
         var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
