@@ -1,3 +1,5 @@
+import ELF
+
 /// The instruction sets Suture decodes. The raw value is what bundles and JSON output carry.
 public enum Architecture: String, Sendable, Codable, CaseIterable {
     case x86_64
@@ -17,4 +19,11 @@ public enum Architecture: String, Sendable, Codable, CaseIterable {
 
     /// Whether instructions have a fixed size of 4 bytes (an undecodable word is skipped whole).
     var fixedInstructionSize: Int? { self == .arm64 ? 4 : nil }
+}
+
+extension Architecture {
+    /// The architecture of an ELF file's machine, or nil for machines Suture does not decode.
+    public init?(machine: Machine) {
+        self.init(elfMachine: machine.rawValue)
+    }
 }

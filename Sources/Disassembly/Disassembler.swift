@@ -133,7 +133,8 @@ public final class Disassembler {
     }
 
     /// Start addresses of the instructions in `bytes` (a linear sweep, undecodable bytes skipped as in
-    /// `decode`). The fast path for boundary checks over whole sections: no detail, no Strings.
+    /// `decode`). The fast path for boundary checks over whole sections: no detail, no Strings, and on
+    /// x86-64 the common encodings measured by `X86LengthDecoder` without Capstone at all.
     public func boundaries(_ bytes: UnsafeRawBufferPointer, address: UInt64) -> [UInt64] {
         guard let base = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), bytes.count > 0 else { return [] }
         var result: [UInt64] = []
@@ -143,9 +144,14 @@ public final class Disassembler {
         let skipSize = architecture.fixedInstructionSize ?? 1
         let ud2b = X86_INS_UD2B.rawValue
         var offset = 0
+        let lengthTable = architecture == .x86_64
         while offset < count {
             let at = address &+ UInt64(offset)
             result.append(at)
+            if lengthTable, let length = X86LengthDecoder.length(base + offset, count - offset) {
+                offset += length
+                continue
+            }
             var code: UnsafePointer<UInt8>? = UnsafePointer(base + offset)
             var size = count - offset
             var next = at

@@ -44,7 +44,9 @@ public struct Listing {
         out.reserveCapacity(instructions.count * 64)
         let width = addressWidth ?? Self.objdumpAddressWidth(sectionEnd: instructions.last?.endAddress ?? 0)
         let sortedAnnotations = annotations.keys.sorted()
-        var nextAnnotation = 0
+        // Annotations before the first instruction belong to code not shown.
+        var nextAnnotation = sortedAnnotations.firstIndex { $0 >= (instructions.first?.address ?? 0) }
+            ?? sortedAnnotations.count
         for insn in instructions {
             if architecture == .arm64, insn.bytes.count == 4 {
                 renderWord(insn, width: width, into: &out)
@@ -129,30 +131,60 @@ public struct Listing {
         out += separator
         if let target = insn.target, let range = Self.lastImmediate(target, in: operands) {
             // objdump writes a branch target as bare hex followed by <symbol+offset>, or 0x-hex alone.
-            out += String(decoding: operands[..<range.lowerBound], as: UTF8.self)
+            Self.appendOperands(operands[..<range.lowerBound], into: &out)
             if let name = symbolize(target) {
                 out += String(target, radix: 16) + " <" + name + ">"
             } else {
                 out += "0x" + String(target, radix: 16)
             }
-            out += String(decoding: operands[range.upperBound...], as: UTF8.self)
+            Self.appendOperands(operands[range.upperBound...], into: &out)
         } else {
-            out += insn.operands
-            if let address = Self.ripRelativeAddress(insn), let name = symbolize(address) {
-                out += "        # " + String(address, radix: 16) + " <" + name + ">"
+            Self.appendOperands(operands[...], into: &out)
+            // objdump's comment on a RIP-relative operand: the address it refers to.
+            if let address = Self.ripRelativeAddress(insn) {
+                if let name = symbolize(address) {
+                    out += "        # " + String(address, radix: 16) + " <" + name + ">"
+                } else {
+                    out += "        # 0x" + String(address, radix: 16)
+                }
             }
         }
     }
 
-    /// Where the operand text writes `target` (`0x6a`, arm64 `#0x6a`), last occurrence, as a whole
-    /// number (not the tail of a longer one).
+    /// Operand text with objdump's separators: `%edi,%eax` where Capstone writes `%edi, %eax`.
+    private static func appendOperands(_ text: ArraySlice<UInt8>, into out: inout String) {
+        var kept: [UInt8] = []
+        kept.reserveCapacity(text.count)
+        var previous: UInt8 = 0
+        for c in text {
+            if c == UInt8(ascii: " "), previous == UInt8(ascii: ",") { continue }
+            kept.append(c)
+            previous = c
+        }
+        out += String(decoding: kept, as: UTF8.self)
+    }
+
+    /// Where the operand text writes `target` (`0x6a`, arm64 `#0x6a`; Capstone writes values below 10 in
+    /// decimal: `#0`), last occurrence, as a whole number.
     static func lastImmediate(_ target: UInt64, in operands: [UInt8]) -> Range<Int>? {
-        let text = Array(("0x" + String(target, radix: 16)).utf8)
-        guard let found = lastOccurrence(of: text, in: operands[...]) else { return nil }
-        let end = found + text.count
-        if end < operands.count, isHexDigit(operands[end]) { return nil }
-        let start = found > 0 && operands[found - 1] == UInt8(ascii: "#") ? found - 1 : found
-        return start..<end
+        var spellings = [Array(("0x" + String(target, radix: 16)).utf8)]
+        if target < 10 { spellings.append(Array(String(target).utf8)) }
+        for text in spellings {
+            var searchEnd = operands.count
+            while let found = lastOccurrence(of: text, in: operands[..<searchEnd]) {
+                let end = found + text.count
+                let before = found > 0 ? operands[found - 1] : UInt8(ascii: " ")
+                let after = end < operands.count ? operands[end] : UInt8(ascii: " ")
+                let separated = before == UInt8(ascii: " ") || before == UInt8(ascii: ",") || before == UInt8(ascii: "#")
+                    || before == UInt8(ascii: "$")
+                if separated && !isHexDigit(after) && after != UInt8(ascii: "x") && after != UInt8(ascii: "(") {
+                    let start = before == UInt8(ascii: "#") ? found - 1 : found
+                    return start..<end
+                }
+                searchEnd = found
+            }
+        }
+        return nil
     }
 
     /// The address a RIP-relative operand refers to (`-0x11(%rip)`, `[rip + 0x10]`), from the operand

@@ -21,10 +21,11 @@ final class ByteStorage: @unchecked Sendable {
         case cFree
     }
 
-    /// Maps `path` with `mmap(PROT_READ, MAP_PRIVATE)`. Empty and unmappable-but-readable files (such as
-    /// those in /proc) fall back to a heap copy through `read(2)`.
+    /// Maps `path` with `mmap(PROT_READ, MAP_PRIVATE)`. Files that report size 0 or cannot be mapped
+    /// but can be read (those in /proc and /sys) are copied to the heap with `read(2)` instead.
     static func map(path: String) throws(ELFError) -> ByteStorage {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        // O_NONBLOCK: opening a FIFO would otherwise wait for a writer; regular files ignore it.
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else { throw .io(file: path, operation: "open", errno: errno) }
         defer { _ = close(fd) }
         var info = stat()
@@ -33,12 +34,44 @@ final class ByteStorage: @unchecked Sendable {
             throw .io(file: path, operation: "open (not a regular file)", errno: EINVAL)
         }
         let size = Int(info.st_size)
-        if size == 0 { return ByteStorage(copying: UnsafeRawBufferPointer(start: nil, count: 0)) }
-        // The mapping outlives the descriptor; closing fd (deferred above) does not unmap it.
-        guard let address = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), address != MAP_FAILED else {
-            throw .io(file: path, operation: "mmap", errno: errno)
+        if size > 0, let address = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), address != MAP_FAILED {
+            // The mapping outlives the descriptor; closing fd (deferred above) does not unmap it.
+            return ByteStorage(base: UnsafeRawPointer(address), count: size, release: .unmap(length: size))
         }
-        return ByteStorage(base: UnsafeRawPointer(address), count: size, release: .unmap(length: size))
+        return try readAll(fd, path: path)
+    }
+
+    /// Largest file read without a mapping (pseudo-files are small; this stops an endless one).
+    static let readLimit = 256 << 20
+
+    private static func readAll(_ fd: Int32, path: String) throws(ELFError) -> ByteStorage {
+        var capacity = 1 << 16
+        guard var buffer = malloc(capacity) else { throw .io(file: path, operation: "malloc", errno: ENOMEM) }
+        var count = 0
+        while true {
+            if count == capacity {
+                guard capacity < readLimit else {
+                    free(buffer)
+                    throw .io(file: path, operation: "read (more than \(readLimit) bytes without a mapping)", errno: EFBIG)
+                }
+                guard let grown = realloc(buffer, capacity * 2) else {
+                    free(buffer)
+                    throw .io(file: path, operation: "realloc", errno: ENOMEM)
+                }
+                buffer = grown
+                capacity *= 2
+            }
+            let n = read(fd, buffer + count, capacity - count)
+            if n == 0 { break }
+            if n < 0 {
+                if errno == EINTR { continue }
+                let error = errno
+                free(buffer)
+                throw .io(file: path, operation: "read", errno: error)
+            }
+            count += n
+        }
+        return ByteStorage(adoptingMalloced: buffer, count: count)
     }
 
     /// Copies `bytes` into a fresh heap buffer.
@@ -65,7 +98,7 @@ final class ByteStorage: @unchecked Sendable {
         switch release {
         case .unmap(let length): munmap(UnsafeMutableRawPointer(mutating: base), length)
         case .free: UnsafeMutableRawPointer(mutating: base).deallocate()
-        case .cFree: Glibc.free(UnsafeMutableRawPointer(mutating: base))
+        case .cFree: free(UnsafeMutableRawPointer(mutating: base))
         }
     }
 

@@ -220,9 +220,11 @@ struct GrowingBuffer: ~Copyable {
 
     deinit { free(base) }
 
-    /// Grows the first allocation to `size` when a header tells the final size.
+    /// Grows the first allocation to `size` when a header tells the final size. The header is input,
+    /// so the hint is capped; a larger output still grows geometrically.
     mutating func hint(_ size: Int) {
-        guard count == 0, size > capacity, size <= Decompressor.outputLimit,
+        let size = min(size, 256 << 20)
+        guard count == 0, size > capacity,
               let grown = realloc(base, size) else { return }
         base = grown
         capacity = size
@@ -231,7 +233,7 @@ struct GrowingBuffer: ~Copyable {
     /// Free space at the end (at least 64 KiB, growing by doubling).
     mutating func reserve() throws(ELFError) -> UnsafeMutableRawBufferPointer {
         if capacity - count < 1 << 16 {
-            let wanted = max(capacity * 2, count + (1 << 20))
+            let wanted = min(max(capacity * 2, count + (1 << 20)), Decompressor.outputLimit + (1 << 16))
             guard count < Decompressor.outputLimit else {
                 throw error(at: 0, expected: "at most \(Decompressor.outputLimit) bytes of output", found: "more")
             }

@@ -5,7 +5,8 @@ extension ELFFile {
     public func relocations(applyingTo section: Section) throws(ELFError) -> [Relocation] {
         var result: [Relocation] = []
         var tables = 0
-        for table in sections where table.isRelocationTable && Int(table.info) == section.index {
+        for index in relocationTableIndexes where Int(sections[index].info) == section.index {
+            let table = sections[index]
             result += try relocations(in: table)
             tables += 1
         }

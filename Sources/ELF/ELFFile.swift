@@ -19,6 +19,9 @@ public final class ELFFile: @unchecked Sendable {
     let storage: ByteStorage
     let reader: ByteReader
     private let sectionHeaderEntrySize: UInt64
+    /// Indexes of the SHT_REL/SHT_RELA sections, so per-section relocation lookups do not rescan
+    /// tables of 65000+ sections.
+    let relocationTableIndexes: [Int]
 
     /// Maps the file; `.ko.xz`, `.ko.zst`, `.ko.gz` (any file starting with their magic) are
     /// decompressed into memory first.
@@ -111,6 +114,7 @@ public final class ELFFile: @unchecked Sendable {
                                     alignment: s.alignment, entrySize: s.entrySize))
         }
         self.sections = sections
+        relocationTableIndexes = sections.filter(\.isRelocationTable).map(\.index)
 
         // Program headers. e_phnum == PN_XNUM puts the count in section 0's sh_info.
         var segments: [Segment] = []
@@ -210,6 +214,11 @@ public final class ELFFile: @unchecked Sendable {
         let start = try reader.range(section.offset, section.size, "\(section.label) (string table of \(user))")
         return StringTable(reader: reader, start: start, size: Int(section.size),
                            label: section.name.isEmpty ? section.label : section.name)
+    }
+
+    /// The NUL-terminated string at `offset` in a string table section (`.strtab`, `.dynstr`, ...).
+    public func string(at offset: UInt32, inTable table: Section) throws(ELFError) -> String {
+        try stringTable(table, for: "string lookup").string(at: offset, for: "string at \(Hex.address(UInt64(offset))) of \(table.name)")
     }
 
     // MARK: Symbols

@@ -71,14 +71,6 @@ public struct Ingredients: Sendable {
     var kernelMarker: String { paths.kernelRoot + "/.suture-verified" }
     var initramfsInputsFile: String { paths.lab + "/initramfs.inputs" }
 
-    /// The image as it is in the cache, without fetching: nil unless `fetch` completed before.
-    public func existingImage() -> LabImage? {
-        guard Files.exists(kernelMarker), Files.exists(paths.initramfs), Files.exists(initramfsInputsFile) else {
-            return nil
-        }
-        return LabImage(kernel: kernelImage, initramfs: paths.initramfs)
-    }
-
     /// Downloads and builds what is missing or out of date; cheap (a few stat calls and one ldd per
     /// program) when everything is current.
     @discardableResult
@@ -177,7 +169,7 @@ public struct Ingredients: Sendable {
             .map { paths.debs + "/" + $0 }
     }
 
-    private func download(_ specs: [String], _ progress: LabProgress) throws(LabError) {
+    func download(_ specs: [String], _ progress: LabProgress) throws(LabError) {
         progress("downloading \(specs.joined(separator: " ")) (apt-get download)")
         let started = Date()
         let result = try HostCommand.run("apt-get", ["download"] + specs, in: paths.debs, package: "apt")

@@ -4,8 +4,9 @@ import Foundation
 ///
 /// The cache (`SUTURE_CACHE`, default `~/.cache/suture`) is shared with the tests and the other
 /// modules: `debs/` holds the downloaded packages, `kernel/<release>/` the extracted kernel package,
-/// `lab/` the NFS userland and the initramfs. The run folder (default `lab/run`) holds one VM's
-/// sockets, logs and state file; tests pass their own so they never touch a VM the user started.
+/// `lab/` the NFS userland and the initramfs. The run folder (`SUTURE_LAB_RUN`, default `lab/run`)
+/// holds one VM's sockets, logs and state file: several sessions sharing a cache each set their
+/// own, and tests pass their own, so nobody downs a VM somebody else started.
 public struct LabPaths: Sendable, Hashable {
     public var cache: String
     public var runFolder: String
@@ -13,20 +14,17 @@ public struct LabPaths: Sendable, Hashable {
     public init(cache: String? = nil, runFolder: String? = nil) {
         let resolved = cache ?? Self.defaultCache()
         self.cache = resolved
-        self.runFolder = runFolder ?? Self.runFolderFromEnvironment() ?? resolved + "/lab/run"
-    }
-
-    /// `SUTURE_LAB_RUN` when set and not empty: lets the CLI drive a lab in another run folder
-    /// (the integration tests run the built binary against their own VM, never the user's).
-    public static func runFolderFromEnvironment() -> String? {
-        guard let env = ProcessInfo.processInfo.environment["SUTURE_LAB_RUN"], !env.isEmpty else { return nil }
-        return env
+        self.runFolder = runFolder ?? Self.environment("SUTURE_LAB_RUN") ?? resolved + "/lab/run"
     }
 
     /// `SUTURE_CACHE` when set and not empty, else `~/.cache/suture`.
     public static func defaultCache() -> String {
-        if let env = ProcessInfo.processInfo.environment["SUTURE_CACHE"], !env.isEmpty { return env }
-        return FileManager.default.homeDirectoryForCurrentUser.path + "/.cache/suture"
+        environment("SUTURE_CACHE") ?? FileManager.default.homeDirectoryForCurrentUser.path + "/.cache/suture"
+    }
+
+    private static func environment(_ name: String) -> String? {
+        guard let value = ProcessInfo.processInfo.environment[name], !value.isEmpty else { return nil }
+        return value
     }
 
     public var debs: String { cache + "/debs" }

@@ -1,30 +1,5 @@
 import Foundation
 
-/// How to boot the lab VM.
-public struct LabOptions: Sendable, Hashable {
-    /// nil: the kernel's default (KASLR on, CONFIG_RANDOMIZE_BASE=y); false adds `nokaslr`.
-    public var kaslr: Bool?
-    public var smp: Int
-    public var memoryMB: Int
-    /// Serve a tmpfs over NFSv3 inside the guest and mount it on /mnt/nfs (about 4 to 5 s).
-    public var nfs: Bool
-    public var bootTimeout: Double
-    public var nfsTimeout: Double
-    /// What to boot; nil fetches (or reuses) the cached ingredients.
-    public var image: LabImage?
-
-    public init(kaslr: Bool? = nil, smp: Int = 2, memoryMB: Int = 512, nfs: Bool = false,
-                bootTimeout: Double = 120, nfsTimeout: Double = 120, image: LabImage? = nil) {
-        self.kaslr = kaslr
-        self.smp = smp
-        self.memoryMB = memoryMB
-        self.nfs = nfs
-        self.bootTimeout = bootTimeout
-        self.nfsTimeout = nfsTimeout
-        self.image = image
-    }
-}
-
 /// What `suture lab up` leaves in `<run folder>/state.json` for later commands: which QEMU to
 /// stop (pid and start time), where its sockets are, and how it was booted.
 public struct LabState: Sendable, Hashable, Codable {

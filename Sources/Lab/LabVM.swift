@@ -23,6 +23,12 @@ public struct LabVM: Sendable {
     /// carries QEMU's own output and the console's last lines.
     @discardableResult
     public func up(_ options: LabOptions = LabOptions(), progress: LabProgress = { _ in }) throws(LabError) -> LabState {
+        try up(options, progress: progress, pickPort: SocketConnection.freeLoopbackPort)
+    }
+
+    /// `pickPort` chooses each attempt's gdbstub port (tests hand out a taken one first).
+    func up(_ options: LabOptions, progress: LabProgress,
+            pickPort: () throws(LabError) -> UInt16) throws(LabError) -> LabState {
         try Files.createDirectory(paths.runFolder)
         let lock = try FileLock(paths.runLock)
         defer { withExtendedLifetime(lock) {} }
@@ -34,8 +40,8 @@ public struct LabVM: Sendable {
             state.qemu.reapIfChild()
             removeRunFiles()
         }
-        guard let qemu = HostCommand.find("qemu-system-x86_64") else {
-            throw .toolMissing(tool: "qemu-system-x86_64", package: "qemu-system-x86")
+        guard let qemu = HostCommand.find(options.qemu) else {
+            throw .toolMissing(tool: options.qemu, package: "qemu-system-x86")
         }
         let image: LabImage
         if let given = options.image {
@@ -49,7 +55,7 @@ public struct LabVM: Sendable {
         let attempts = 4
         var lastPort: UInt16 = 0
         for _ in 0..<attempts {
-            lastPort = try SocketConnection.freeLoopbackPort()
+            lastPort = try pickPort()
             if let state = try boot(qemu: qemu, image: image, options: options, gdbPort: lastPort, progress: progress) {
                 return state
             }
@@ -103,11 +109,18 @@ public struct LabVM: Sendable {
             return state
         } catch {
             let failure = error as? LabError ?? .io(path: paths.runFolder, operation: "boot", errno: EIO)
-            let exited = !identity.isRunning
-            let status = identity.exitStatus()
-            stop(identity, timeout: 5)
+            // A console that closed means QEMU is on its way out: give it a moment to finish, so
+            // its exit status and last words are there to report.
+            var closed = false
+            if case .consoleClosed = failure { closed = true }
+            let ended = identity.waitForEnd(timeout: closed ? 5 : 0)
+            let exited = ended != nil
+            let status = ended ?? "stopped by suture"
+            if !exited { stop(identity, timeout: 5) }
             removeFile(paths.stateFile)
-            let qemuOutput = (try? Files.readText(paths.qemuOutput))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+            // QEMU's note that it waits for the console client (wait=on) is no news.
+            let qemuOutput = ((try? Files.readText(paths.qemuOutput)) ?? "").split(separator: "\n")
+                .filter { !$0.contains("QEMU waiting for connection") }.joined(separator: "\n")
             if exited, qemuOutput.contains("tcp:127.0.0.1:\(gdbPort)"), qemuOutput.contains("in use") {
                 return nil
             }

@@ -40,15 +40,23 @@ public struct ProcessIdentity: Sendable, Hashable, Codable {
         _ = waitpid(pid, &status, WNOHANG)
     }
 
-    /// "exit status N" or "killed by signal N" once our child has ended (and reaps it);
-    /// "running" or "not our child" otherwise.
-    func exitStatus() -> String {
-        var status: Int32 = 0
-        let result = waitpid(pid, &status, WNOHANG)
-        if result == 0 { return "running" }
-        if result < 0 { return "not our child" }
-        let signal = status & 0x7f
-        return signal == 0 ? "exit status \((status >> 8) & 0xff)" : "killed by signal \(signal)"
+    /// Waits up to `timeout` seconds for the process to end and says how it ended: "exit status N"
+    /// or "killed by signal N" for our own child (which this reaps), "ended" for another's.
+    /// nil while it still runs.
+    func waitForEnd(timeout: Double) -> String? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            var status: Int32 = 0
+            let result = waitpid(pid, &status, WNOHANG)
+            if result == pid {
+                let signal = status & 0x7f
+                return signal == 0 ? "exit status \((status >> 8) & 0xff)" : "killed by signal \(signal)"
+            }
+            // result < 0: not our child (ECHILD); /proc decides.
+            if result < 0, !isRunning { return "ended" }
+            if Date() >= deadline { return nil }
+            usleep(10_000)
+        }
     }
 
     /// Sends `signal` only if the pid still names this process.
@@ -60,20 +68,7 @@ public struct ProcessIdentity: Sendable, Hashable, Codable {
 
     /// Waits up to `timeout` seconds for the process to end; true when it has.
     func waitForExit(timeout: Double) -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
-        while true {
-            if !isRunning {
-                // It may have turned into a zombie just now. A multi-threaded leader shows "Z" while
-                // its other threads are still exiting, and waitpid answers 0 until they are gone:
-                // keep reaping our child briefly, or its /proc entry lingers until we exit.
-                var status: Int32 = 0
-                let reapDeadline = Date().addingTimeInterval(5)
-                while waitpid(pid, &status, WNOHANG) == 0, Date() < reapDeadline { usleep(5_000) }
-                return true
-            }
-            if Date() >= deadline { return false }
-            usleep(20_000)
-        }
+        waitForEnd(timeout: timeout) != nil
     }
 }
 

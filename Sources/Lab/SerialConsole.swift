@@ -67,12 +67,13 @@ public final class SerialConsole {
             }
             if Self.find(panic, in: pending, from: 0) != nil {
                 // Let the panic message finish printing before quoting it.
-                _ = try? receive(until: Date().addingTimeInterval(0.5))
+                while (try? receive(until: Date().addingTimeInterval(0.5))) == .data {}
                 throw .guestPanic(consoleTail: tail())
             }
-            guard try receive(until: deadline) else {
-                if Date() >= deadline { throw .bootTimeout(seconds: timeout, consoleTail: tail()) }
-                throw .consoleClosed(socket: socketPath, waitingFor: "the guest's ready line", tail: tail())
+            switch try receive(until: deadline) {
+            case .data: continue
+            case .timeout: throw .bootTimeout(seconds: timeout, consoleTail: tail())
+            case .closed: throw .consoleClosed(socket: socketPath, waitingFor: "the guest's ready line", tail: tail())
             }
         }
     }
@@ -97,8 +98,10 @@ public final class SerialConsole {
     /// The command is framed by two `echo`s whose text is split by quotes (`"SUTURE-B""-n"`):
     /// an echo of the typed line (if the tty echoes) or its redraw at 80 columns shows the quotes,
     /// only the shell's output shows the joined marker, so the output is exactly what lies
-    /// between the markers. stdin is /dev/null so a command that reads input cannot swallow the
-    /// end marker. On timeout the command gets ^C (SIGINT) so the shell is free for the next one.
+    /// between the markers. The command runs in a subshell: the console shell is the guest's
+    /// PID 1, and an `exit` or `exec` there would panic the kernel. stdin is /dev/null so a command
+    /// that reads input cannot swallow the end marker. On timeout the command gets ^C (SIGINT) so
+    /// the shell is free for the next one.
     public func exec(_ command: String, timeout: Double = 60) throws(LabError) -> CommandResult {
         let body = command.trimmingCharacters(in: .whitespacesAndNewlines)
         guard body.utf8.count <= Self.maximumCommandLength else {
@@ -107,7 +110,7 @@ public final class SerialConsole {
         let nonce = String(UInt64.random(in: 1...UInt64.max), radix: 16)
         let begin = Array("SUTURE-B-\(nonce)".utf8)
         let end = Array("SUTURE-E-\(nonce):".utf8)
-        let line = "echo \"SUTURE-B\"\"-\(nonce)\"; { \(body.isEmpty ? ":" : body)\n} </dev/null; "
+        let line = "echo \"SUTURE-B\"\"-\(nonce)\"; ( \(body.isEmpty ? ":" : body)\n) </dev/null; "
             + "echo \"SUTURE-E\"\"-\(nonce):$?:\"\n"
         try connection.write(Array(line.utf8))
 
@@ -146,25 +149,30 @@ public final class SerialConsole {
                     endSearch = max(outputStart, pending.count - end.count + 1)
                 }
             }
-            guard try receive(until: deadline) else {
-                if Date() >= deadline {
-                    try? connection.write([0x03])
-                    throw .commandTimeout(command: body, seconds: timeout, tail: tail())
-                }
+            switch try receive(until: deadline) {
+            case .data:
+                continue
+            case .timeout:
+                try? connection.write([0x03])
+                throw .commandTimeout(command: body, seconds: timeout, tail: tail())
+            case .closed:
                 throw .consoleClosed(socket: socketPath, waitingFor: "the end of `\(body)`", tail: tail())
             }
         }
     }
 
-    /// Reads what arrives before `deadline`. False at end of stream or when the time is up.
-    private func receive(until deadline: Date) throws(LabError) -> Bool {
+    private enum Arrival { case data, timeout, closed }
+
+    /// Reads what arrives before `deadline`.
+    private func receive(until deadline: Date) throws(LabError) -> Arrival {
         let before = pending.count
-        guard let n = try connection.read(into: &pending, timeout: deadline.timeIntervalSinceNow), n > 0 else {
-            return false
+        guard let n = try connection.read(into: &pending, timeout: deadline.timeIntervalSinceNow) else {
+            return .timeout
         }
+        if n == 0 { return .closed }
         recent.append(contentsOf: pending[before...])
         if recent.count > 16384 { recent.removeFirst(recent.count - 8192) }
-        return true
+        return .data
     }
 
     /// The console's last lines, for error messages.

@@ -78,7 +78,8 @@ final class SocketConnection {
     /// Returns the byte count, 0 at end of stream, nil when the time ran out.
     func read(into buffer: inout [UInt8], timeout: Double) throws(LabError) -> Int? {
         var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        let milliseconds = Int32(max(0, min(timeout, 3600)) * 1000)
+        // Round up: a deadline 0.4 ms away must not turn into a zero-timeout poll that spins.
+        let milliseconds = Int32((max(0, min(timeout, 3600)) * 1000).rounded(.up))
         while true {
             let ready = poll(&descriptor, 1, milliseconds)
             if ready < 0 {

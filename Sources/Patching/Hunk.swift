@@ -24,9 +24,14 @@ public struct Hunk: Sendable, Hashable, Codable {
     /// boot or load time: relocations, ftrace NOPs, return thunks). Bits in between mask bits.
     /// nil means compare every byte.
     public var mask: [UInt8]?
+    /// For data that no symbol names (a string literal in a module's `.rodata.str1.1`): the hunk
+    /// lies `offset` bytes after the address that a field of the code refers to. `symbol` is nil
+    /// then, so that a reader unaware of references resolves nothing rather than the wrong place.
+    public var reference: HunkReference?
 
     public init(symbol: String?, module: String? = nil, ordinal: Int? = nil, offset: UInt64,
-                address: UInt64? = nil, expected: [UInt8], replacement: [UInt8], mask: [UInt8]? = nil) {
+                address: UInt64? = nil, expected: [UInt8], replacement: [UInt8], mask: [UInt8]? = nil,
+                reference: HunkReference? = nil) {
         self.symbol = symbol
         self.module = module
         self.ordinal = ordinal
@@ -35,10 +40,12 @@ public struct Hunk: Sendable, Hashable, Codable {
         self.expected = expected
         self.replacement = replacement
         self.mask = mask
+        self.reference = reference
     }
 
     /// `nfs_flock [nfs]+0x2f`, `name/2+0x10`, or `0xffffffff81000000+0x0`: the form AddressExpression parses.
     public var location: String {
+        if symbol == nil, let reference { return reference.location + (offset == 0 ? "" : "+" + Hex.address(offset)) }
         guard let symbol else { return Hex.address(address ?? 0) + (offset == 0 ? "" : "+" + Hex.address(offset)) }
         var text = symbol
         if let ordinal { text += "/\(ordinal)" }
@@ -62,7 +69,7 @@ public struct Hunk: Sendable, Hashable, Codable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case symbol, module, ordinal, offset, address, expected, replacement, mask
+        case symbol, module, ordinal, offset, address, expected, replacement, mask, reference
     }
 
     // Bytes and numbers are written as hex text so that bundles read like objdump output.
@@ -76,6 +83,7 @@ public struct Hunk: Sendable, Hashable, Codable {
         expected = try HexCoding.decodeBytes(c, .expected)
         replacement = try HexCoding.decodeBytes(c, .replacement)
         mask = try c.contains(.mask) ? HexCoding.decodeBytes(c, .mask) : nil
+        reference = try c.decodeIfPresent(HunkReference.self, forKey: .reference)
         guard expected.count == replacement.count, !expected.isEmpty else {
             throw DecodingError.dataCorruptedError(forKey: .replacement, in: c, debugDescription:
                 "expected has \(expected.count) bytes and replacement \(replacement.count): they must be equal and non-zero (in-place hunks only)")
@@ -84,8 +92,8 @@ public struct Hunk: Sendable, Hashable, Codable {
             throw DecodingError.dataCorruptedError(forKey: .mask, in: c, debugDescription:
                 "mask has \(mask.count) bytes, expected has \(expected.count)")
         }
-        guard symbol != nil || address != nil else {
-            throw DecodingError.dataCorruptedError(forKey: .symbol, in: c, debugDescription: "a hunk needs a symbol or an address")
+        guard symbol != nil || address != nil || reference != nil else {
+            throw DecodingError.dataCorruptedError(forKey: .symbol, in: c, debugDescription: "a hunk needs a symbol or an address (or a reference to follow)")
         }
     }
 
@@ -99,6 +107,7 @@ public struct Hunk: Sendable, Hashable, Codable {
         try c.encode(Hex.bytes(expected), forKey: .expected)
         try c.encode(Hex.bytes(replacement), forKey: .replacement)
         if let mask { try c.encode(Hex.bytes(mask), forKey: .mask) }
+        try c.encodeIfPresent(reference, forKey: .reference)
     }
 }
 

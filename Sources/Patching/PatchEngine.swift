@@ -54,7 +54,7 @@ public struct PatchEngine {
     /// when a check fails; the target is then untouched.
     public func apply(_ bundle: PatchBundle, options: PreflightOptions = PreflightOptions(), dryRun: Bool = false) throws -> ApplyResult {
         let arch = bundle.architecture.flatMap(Architecture.init(rawValue:)) ?? architecture
-        let resolved = try bundle.hunks.map { try ResolvedHunk.resolve($0, symbols: symbols) }
+        let resolved = try bundle.hunks.map { try ResolvedHunk.resolve($0, symbols: symbols, target: target) }
         return try journal.withLock {
             try refuseIfInterrupted()
             let applied = try journal.patches(target: targetName).filter { $0.state == .applied }
@@ -72,7 +72,8 @@ public struct PatchEngine {
             var report = try Preflight(target: target, architecture: arch, options: options)
                 .run(bundle: bundle, hunks: resolved, symbols: symbols)
             let hunks = zip(resolved, report.live).map { h, live in
-                AppliedHunk(location: h.hunk.location, address: h.address, original: live, replacement: h.hunk.replacement)
+                AppliedHunk(location: h.hunk.location, address: h.address, original: live,
+                            replacement: Self.effectiveReplacement(h.hunk, live: live))
             }
             guard report.passed else { throw PatchError.refused(report.findings) }
             if dryRun {
@@ -99,6 +100,18 @@ public struct PatchEngine {
                 try finish(error, id: bundle.id, abortEvent: .applyAborted, findings: report.findings)
             }
         }
+    }
+
+    /// What the hunk's bytes become on this target: the replacement where it differs from the
+    /// expected bytes, and the live bytes everywhere else. Bytes a hunk does not change may be ones
+    /// the target rewrote at load time (relocations, ftrace NOPs), whose file placeholders in
+    /// `replacement` must never be written back.
+    static func effectiveReplacement(_ hunk: Hunk, live: [UInt8]) -> [UInt8] {
+        var bytes = live
+        for i in bytes.indices where i < hunk.expected.count && hunk.expected[i] != hunk.replacement[i] {
+            bytes[i] = hunk.replacement[i]
+        }
+        return bytes
     }
 
     // MARK: Revert

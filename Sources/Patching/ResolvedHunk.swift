@@ -1,5 +1,6 @@
 import ELF
 import Symbols
+import Targets
 
 /// A hunk placed on one target: its live address and the function it lies in.
 public struct ResolvedHunk: Sendable, Hashable {
@@ -22,8 +23,21 @@ public struct ResolvedHunk: Sendable, Hashable {
         return first..<(last + 1)
     }
 
-    /// Places `hunk` through `symbols`: `symbol+offset`, or its absolute address.
-    public static func resolve(_ hunk: Hunk, symbols: SymbolIndex?) throws -> ResolvedHunk {
+    /// Places `hunk` through `symbols`: `symbol+offset`, its absolute address, or (for string
+    /// literals and other unnamed data) the address a live field refers to, read from `target`.
+    public static func resolve(_ hunk: Hunk, symbols: SymbolIndex?, target: MemoryTarget? = nil) throws -> ResolvedHunk {
+        if hunk.symbol == nil, let reference = hunk.reference {
+            guard let symbols else { throw PatchError.noSymbols(location: hunk.location) }
+            let base = try symbols.resolve(name: reference.symbol, module: reference.module, ordinal: reference.ordinal)
+            let fieldAddress = base.address &+ reference.field
+            let width = reference.encoding == .abs64 ? 8 : 4
+            guard let target else { throw PatchError.noSymbols(location: hunk.location) }
+            let field = try target.read(at: fieldAddress, count: width)
+            guard let address = reference.target(fieldAddress: fieldAddress, fieldBytes: field) else {
+                throw PatchError.noSymbols(location: hunk.location)
+            }
+            return ResolvedHunk(hunk: hunk, address: address &+ hunk.offset, function: nil)
+        }
         if let name = hunk.symbol {
             guard let symbols else { throw PatchError.noSymbols(location: hunk.location) }
             let symbol = try symbols.resolve(name: name, module: hunk.module, ordinal: hunk.ordinal)

@@ -13,9 +13,9 @@ import ELF
 public struct SymbolIndex: Sendable {
     /// Every symbol in the order given, sizes filled in where they were inferred.
     public let records: [SymbolRecord]
-    /// Which records' sizes were inferred rather than known: a known size is a stronger claim
-    /// when two symbols could contain an address.
-    private let sizeInferred: [Bool]
+    /// Which records came with a size (ELF) rather than an inferred one: a known size is a
+    /// stronger claim when two symbols could contain an address.
+    private let sizeKnown: [Bool]
     /// Name → the symbols of that name in address order.
     private let names: NameTable
     /// One address space per section name (nil: absolute addresses, i.e. everything but the
@@ -30,7 +30,24 @@ public struct SymbolIndex: Sendable {
     public init(_ symbols: [SymbolRecord]) {
         var records = symbols
         let n = records.count
-        let addresses = records.map(\.address)
+
+        // One pass over the (80-byte) records gathers what the later passes need into small
+        // arrays: at 200k symbols every extra pass over the records costs a millisecond.
+        var addresses = [UInt64](repeating: 0, count: n)
+        var facts = [Facts](repeating: [], count: n)
+        var anySection = false
+        records.withUnsafeBufferPointer { r in
+            for i in 0..<n {
+                addresses[i] = r[i].address
+                var f: Facts = []
+                if r[i].isAbsolute { f.insert(.absolute) }
+                if r[i].isFunction { f.insert(.function) }
+                if r[i].size != nil { f.insert(.sizeKnown) }
+                if r[i].module != nil { f.insert(.inModule) }
+                if r[i].section != nil { f.insert(.inSection); anySection = true }
+                facts[i] = f
+            }
+        }
 
         // Address order, ties in input order: this numbers same-name symbols and drives inference.
         // kallsyms lists the core kernel sorted and each module unsorted: the sort finds the runs.
@@ -47,27 +64,36 @@ public struct SymbolIndex: Sendable {
             }
         }
 
-        let sizeInferred = Self.inferSizes(&records, order: order)
+        Self.inferSizes(&records, order: order, addresses: addresses, facts: facts)
         self.names = NameTable(records: records, order: order)
 
         // Address tables: absolute symbols are left out.
         var spaceMembers: [String?: [Int32]] = [:]
-        if records.contains(where: { $0.section != nil }) {
-            for i in order where !records[Int(i)].isAbsolute {
+        if anySection {
+            for i in order where !facts[Int(i)].contains(.absolute) {
                 spaceMembers[records[Int(i)].section, default: []].append(i)
             }
         } else {
-            spaceMembers[nil] = order.filter { !records[Int($0)].isAbsolute }
+            spaceMembers[nil] = order.filter { !facts[Int($0)].contains(.absolute) }
         }
         var spaces: [String?: AddressSpace] = [:]
         for (section, members) in spaceMembers {
-            spaces[section] = AddressSpace(members: members, addresses: addresses, records: records,
-                                           sizeInferred: sizeInferred)
+            spaces[section] = AddressSpace(members: members, addresses: addresses, facts: facts)
         }
 
         self.records = records
-        self.sizeInferred = sizeInferred
+        self.sizeKnown = facts.map { $0.contains(.sizeKnown) }
         self.spaces = spaces
+    }
+
+    /// Per record, what the index passes look at.
+    struct Facts: OptionSet {
+        let rawValue: UInt8
+        static let absolute = Facts(rawValue: 1 << 0)
+        static let function = Facts(rawValue: 1 << 1)
+        static let sizeKnown = Facts(rawValue: 1 << 2)
+        static let inModule = Facts(rawValue: 1 << 3)
+        static let inSection = Facts(rawValue: 1 << 4)
     }
 
     /// A run of addresses that size inference stays within: one module, one section.
@@ -78,18 +104,18 @@ public struct SymbolIndex: Sendable {
 
     /// Gives each symbol without a size the distance to the next higher address in its module
     /// (and section). Walking down the address order, it keeps for each module the lowest address
-    /// seen so far and the next higher one. Returns which sizes it filled in.
-    private static func inferSizes(_ records: inout [SymbolRecord], order: [Int32]) -> [Bool] {
-        var sizeInferred = [Bool](repeating: false, count: records.count)
+    /// seen so far and the next higher one.
+    private static func inferSizes(_ records: inout [SymbolRecord], order: [Int32], addresses: [UInt64], facts: [Facts]) {
         var runIDs: [RunKey: Int] = [:]
         var lastKey = RunKey(module: nil, section: nil), lastID = 0
         var lowest: [UInt64] = [.max]          // per run id; id 0 is the core kernel or a program
         var nextHigher: [UInt64?] = [nil]
         for i in order.reversed() {
             let k = Int(i)
-            guard records[k].size == nil, !records[k].isAbsolute else { continue }
+            let f = facts[k]
+            guard !f.contains(.sizeKnown), !f.contains(.absolute) else { continue }
             var id = 0
-            if records[k].module != nil || records[k].section != nil {
+            if f.contains(.inModule) || f.contains(.inSection) {
                 let key = RunKey(module: records[k].module, section: records[k].section)
                 if key == lastKey {
                     id = lastID
@@ -106,17 +132,15 @@ public struct SymbolIndex: Sendable {
                     lastID = id
                 }
             }
-            let address = records[k].address
+            let address = addresses[k]
             if address < lowest[id] {
                 if lowest[id] != .max { nextHigher[id] = lowest[id] }
                 lowest[id] = address
             }
             if let higher = nextHigher[id] {
                 records[k].size = higher - address
-                sizeInferred[k] = true
             }
         }
-        return sizeInferred
     }
 
     // MARK: By name
@@ -190,7 +214,7 @@ public struct SymbolIndex: Sendable {
 
     public func symbolize(_ address: UInt64, section: String?) -> (symbol: SymbolRecord, offset: UInt64)? {
         guard inRegions(address, section: section),
-              let i = spaces[section]?.all.lookup(address, records: records, sizeInferred: sizeInferred) else { return nil }
+              let i = spaces[section]?.all.lookup(address, records: records, sizeKnown: sizeKnown) else { return nil }
         return (records[Int(i)], address - records[Int(i)].address)
     }
 
@@ -212,7 +236,7 @@ public struct SymbolIndex: Sendable {
 
     public func function(containing address: UInt64, section: String?) -> SymbolRecord? {
         guard inRegions(address, section: section),
-              let i = spaces[section]?.functions.lookup(address, records: records, sizeInferred: sizeInferred) else { return nil }
+              let i = spaces[section]?.functions.lookup(address, records: records, sizeKnown: sizeKnown) else { return nil }
         return records[Int(i)]
     }
 }
@@ -222,10 +246,10 @@ struct AddressSpace: Sendable {
     var all: AddressTable
     var functions: AddressTable
 
-    init(members: [Int32], addresses: [UInt64], records: [SymbolRecord], sizeInferred: [Bool]) {
-        all = AddressTable(members: members, addresses: addresses, records: records, sizeInferred: sizeInferred)
-        functions = AddressTable(members: members.filter { records[Int($0)].isFunction }, addresses: addresses,
-                                 records: records, sizeInferred: sizeInferred)
+    init(members: [Int32], addresses: [UInt64], facts: [SymbolIndex.Facts]) {
+        all = AddressTable(members: members, addresses: addresses, facts: facts)
+        functions = AddressTable(members: members.filter { facts[Int($0)].contains(.function) },
+                                 addresses: addresses, facts: facts)
     }
 }
 
@@ -240,13 +264,13 @@ struct AddressTable: Sendable {
     /// ELF function around a zero-size label). Bounded so a lookup stays cheap.
     private static let walkLimit = 64
 
-    init(members: [Int32], addresses: [UInt64], records: [SymbolRecord], sizeInferred: [Bool]) {
+    init(members: [Int32], addresses: [UInt64], facts: [SymbolIndex.Facts]) {
         self.members = members
         self.addresses = members.map { addresses[Int($0)] }
-        self.hasKnownSizes = members.contains { records[Int($0)].size != nil && !sizeInferred[Int($0)] }
+        self.hasKnownSizes = members.contains { facts[Int($0)].contains(.sizeKnown) }
     }
 
-    func lookup(_ address: UInt64, records: [SymbolRecord], sizeInferred: [Bool]) -> Int32? {
+    func lookup(_ address: UInt64, records: [SymbolRecord], sizeKnown: [Bool]) -> Int32? {
         // First index whose address is above `address`.
         var low = 0, high = addresses.count
         while low < high {
@@ -261,19 +285,18 @@ struct AddressTable: Sendable {
             var best: Int32? = nil
             var sawKnownMiss = false
             while k >= 0 && addresses[k] == groupAddress {
-                let m = members[k]
-                let r = records[Int(m)]
-                if Self.contains(r, address) {
-                    if best == nil || Self.prefer(r, sizeInferred[Int(m)], over: records[Int(best!)], sizeInferred[Int(best!)]) {
-                        best = m
+                let m = Int(members[k])
+                if Self.contains(records[m], address) {
+                    if best == nil || Self.prefer(records[m], sizeKnown[m], over: records[Int(best!)], sizeKnown[Int(best!)]) {
+                        best = Int32(m)
                     }
-                } else if r.size != nil && !sizeInferred[Int(m)] {
+                } else if sizeKnown[m] {
                     sawKnownMiss = true
                 }
                 k -= 1
             }
             if let best {
-                if !sizeInferred[Int(best)] && records[Int(best)].size != nil { return best }
+                if sizeKnown[Int(best)] { return best }
                 if fallback == nil { fallback = best }
                 if !hasKnownSizes { return fallback }
             } else if sawKnownMiss {
@@ -295,12 +318,10 @@ struct AddressTable: Sendable {
 
     /// Among aliases: known size, then code, then global (uppercase), then input order (callers
     /// visit later-listed ones first, so ties go to the earlier index).
-    static func prefer(_ a: SymbolRecord, _ aInferred: Bool, over b: SymbolRecord, _ bInferred: Bool) -> Bool {
-        let aKnown = a.size != nil && !aInferred, bKnown = b.size != nil && !bInferred
+    static func prefer(_ a: SymbolRecord, _ aKnown: Bool, over b: SymbolRecord, _ bKnown: Bool) -> Bool {
         if aKnown != bKnown { return aKnown }
         if a.isFunction != b.isFunction { return a.isFunction }
-        let aGlobal = a.isGlobal, bGlobal = b.isGlobal
-        if aGlobal != bGlobal { return aGlobal }
+        if a.isGlobal != b.isGlobal { return a.isGlobal }
         return true
     }
 }

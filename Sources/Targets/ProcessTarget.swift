@@ -89,9 +89,12 @@ public final class ProcessTarget: MemoryTarget, @unchecked Sendable {
         }
         let path = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
         // /proc/PID/exe opens the very file the process runs, even if it was replaced or deleted.
-        let file = try OpenFile(path: "/proc/\(pid)/exe", access: .readOnly, targetName: name, syscalls: syscalls)
-        let layout = try ELFLayout.read(file)
-        return TargetIdentity(kind: .process, buildID: ELFLayout.buildID(in: try layout.notes(file)), path: path)
+        do {
+            let buildID = try ELFFile(path: "/proc/\(pid)/exe").buildID()
+            return TargetIdentity(kind: .process, buildID: buildID.map { Hex.bytes($0, separator: "") }, path: path)
+        } catch {
+            throw processGoneOr(.elf(error))
+        }
     }
 
     public func read(at address: UInt64, count: Int) throws -> [UInt8] {
@@ -234,6 +237,7 @@ public final class ProcessTarget: MemoryTarget, @unchecked Sendable {
     private func waitForStop(_ tid: Int32) throws(TargetError) -> Int32? {
         let deadline = Deadline.after(seconds: options.stopTimeout)
         var pause: UInt32 = 10
+        var spins = 0
         while true {
             let result: (pid: pid_t, status: Int32)
             do { result = try syscalls.waitpid(tid, options: WNOHANG | Self.waitAll) } catch {
@@ -256,9 +260,15 @@ public final class ProcessTarget: MemoryTarget, @unchecked Sendable {
                 throw .timeout(target: name, waitingFor: "thread \(tid) to stop (state \(Self.status(of: tid)?.state ?? "?"))",
                                seconds: options.stopTimeout)
             }
-            // Stops take microseconds; poll briefly first, then back off.
-            usleep(pause)
-            pause = min(pause * 2, 1000)
+            // A stop takes microseconds: yield the CPU (the tracee may need it to get there) for the
+            // first polls, then back off with sleeps.
+            if spins < 64 {
+                spins += 1
+                sched_yield()
+            } else {
+                usleep(pause)
+                pause = min(pause * 2, 1000)
+            }
         }
     }
 
@@ -272,9 +282,13 @@ public final class ProcessTarget: MemoryTarget, @unchecked Sendable {
 
     private func detachAll() {
         for (tid, signal) in threads {
-            // ESRCH: the thread died meanwhile; nothing left to detach.
-            _ = try? syscalls.ptrace(PtraceRequest.detach, tid, address: nil,
-                                     data: UnsafeMutableRawPointer(bitPattern: Int(signal)))
+            do {
+                try syscalls.ptrace(PtraceRequest.detach, tid, address: nil, data: UnsafeMutableRawPointer(bitPattern: Int(signal)))
+            } catch {
+                // ESRCH: the thread died meanwhile (killed while stopped). Its exit is reported to
+                // the tracer, and it lingers as a zombie until collected: collect it.
+                _ = try? syscalls.waitpid(tid, options: WNOHANG | Self.waitAll)
+            }
         }
         threads = [:]
     }

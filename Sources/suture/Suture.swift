@@ -6,10 +6,10 @@ struct Suture: ParsableCommand {
         commandName: "suture",
         abstract: "Patch the machine code of a running Linux kernel or process: safely, verifiably, reversibly.",
         subcommands: [
-            LabCommand.self, SymbolsCommand.self,
+            LabCommand.self, SymbolsCommand.self, DisasmCommand.self, LocateCommand.self,
             ReadCommand.self, PokeCommand.self, FlipCommand.self,
-            ApplyCommand.self, RevertCommand.self, StatusCommand.self, RecoverCommand.self,
-            DemoCommand.self,
+            DiffCommand.self, ApplyCommand.self, RevertCommand.self, StatusCommand.self, RecoverCommand.self,
+            BenchCommand.self, DemoCommand.self,
         ]
     )
 }

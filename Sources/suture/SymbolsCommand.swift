@@ -141,7 +141,10 @@ struct SymbolsCommand: ParsableCommand {
         }
         let resolved = try expression.resolve(in: index)
         guard resolved.symbol != nil else {
-            throw Failure("no symbol contains \(Hex.address(resolved.address))")
+            // A relocatable object's symbols are offsets into their sections: a bare address means nothing there.
+            let hint = index.records.contains { $0.section != nil }
+                ? " (this is a relocatable object: its addresses are section offsets; name a symbol, as in nfs_flock+0x2f)" : ""
+            throw Failure("no symbol contains \(Hex.address(resolved.address))" + hint)
         }
         return [Row(query: query, address: resolved.address, symbol: resolved.symbol,
                     offset: resolved.offset, location: resolved.location)]

@@ -107,14 +107,21 @@ final class TargetSession {
     let name: String
     let target: MemoryTarget
     let symbols: SymbolIndex?
+    /// Resumes the target on SIGINT/SIGTERM: a stopped kernel or process must never be left behind.
+    private let signalGuard: SignalGuard?
 
     init(name: String, target: MemoryTarget, symbols: SymbolIndex?) {
         self.name = name
         self.target = target
         self.symbols = symbols
+        signalGuard = try? SignalGuard.install()
+        signalGuard?.protect(target)
     }
 
-    deinit { target.close() }
+    deinit {
+        target.close()
+        signalGuard?.uninstall()
+    }
 
     func engine(journal: Journal) -> PatchEngine {
         var engine = PatchEngine(target: target, targetName: name, symbols: symbols, journal: journal)

@@ -1,3 +1,4 @@
+import ELF
 import Foundation
 import TestSupport
 
@@ -14,11 +15,11 @@ enum Objdump {
     }
 
     /// A section's raw bytes, as objcopy extracts them.
-    static func sectionBytes(_ file: URL, section: String) throws -> [UInt8] {
+    static func sectionBytes(_ file: URL, section: String, objcopy: String = "objcopy") throws -> [UInt8] {
         let folder = try Fixtures.temporaryFolder("suture-disasm")
         defer { try? FileManager.default.removeItem(at: folder) }
         let out = folder.appendingPathComponent("section.bin")
-        try Fixtures.check("objcopy", ["-O", "binary", "--only-section=\(section)", file.path, out.path])
+        try Fixtures.check(objcopy, ["-O", "binary", "--only-section=\(section)", file.path, out.path])
         return [UInt8](try Data(contentsOf: out))
     }
 
@@ -69,15 +70,29 @@ enum Objdump {
             guard fields.count >= 2, fields[0].hasSuffix(":"),
                   let address = UInt64(fields[0].dropLast().trimmingCharacters(in: .whitespaces), radix: 16)
             else { continue }
-            let bytes = fields[1].split(separator: " ").compactMap { UInt8($0, radix: 16) }
-            let text = fields.count > 2 ? String(fields[2]) : ""
+            // x86 shows bytes (`74 39`), aarch64 little-endian words (`540000c0`).
+            var bytes: [UInt8] = []
+            for token in fields[1].split(separator: " ") {
+                if token.count == 8, let word = UInt32(token, radix: 16) {
+                    bytes += [UInt8(word & 0xFF), UInt8(word >> 8 & 0xFF), UInt8(word >> 16 & 0xFF), UInt8(word >> 24)]
+                } else if let byte = UInt8(token, radix: 16) {
+                    bytes.append(byte)
+                }
+            }
+            var text = fields.count > 2 ? fields[2...].joined(separator: " ") : ""
+            if let comment = text.range(of: "//") { text = String(text[..<comment.lowerBound]) }
             var words = text.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
             var prefixes: [String] = []
             while let first = words.first, prefixWords.contains(first), words.count > 1 {
                 prefixes.append(first)
                 words.removeFirst()
             }
-            let mnemonic = words.first ?? ""
+            var mnemonic = words.first ?? ""
+            // Branch hints print as `je,pt` / `je,pn`.
+            if let comma = mnemonic.firstIndex(of: ",") {
+                prefixes.append(String(mnemonic[mnemonic.index(after: comma)...]))
+                mnemonic = String(mnemonic[..<comma])
+            }
             // Operands: the rest, without objdump's `# comment`.
             var operands = words.dropFirst().joined(separator: " ")
             if let hash = operands.range(of: " # ") ?? (operands.hasPrefix("# ") ? operands.range(of: "# ") : nil) {
@@ -96,13 +111,29 @@ enum Objdump {
                                            "rex.WR", "rex.RB", "rex.XB", "rex.RX", "rex.WRB", "rex.WXB", "rex.WRX",
                                            "rex.RXB", "rex.WRXB", "xacquire", "xrelease", "{vex}", "{vex3}"]
 
+    /// objdump's listing of raw bytes (`-b binary`), for machine `i386:x86-64`, `i386` or `aarch64`.
+    static func raw(_ bytes: [UInt8], machine: String, address: UInt64 = 0) throws -> [Line] {
+        let folder = try Fixtures.temporaryFolder("suture-objdump-raw")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let file = folder.appendingPathComponent("code.bin")
+        try Data(bytes).write(to: file)
+        let tool = machine == "aarch64" ? "aarch64-linux-gnu-objdump" : "objdump"
+        let result = try Fixtures.run(tool, ["-D", "-w", "-z", "-b", "binary", "-m", machine,
+                                             "--adjust-vma=\(Hex.address(address))", file.path])
+        guard result.status == 0 else {
+            throw Fixtures.Failure("\(tool) failed (\(result.status)): \(result.stderr)"
+                                   + (machine == "aarch64" ? " (apt-get install binutils-aarch64-linux-gnu)" : ""))
+        }
+        return lines(Data(result.stdout.utf8))
+    }
+
     /// The destination objdump prints for a direct branch: `6a <nfs_flock+0x6a>` or `0xffffffff810007e0`
     /// (last operand), or nil when the operand is not a plain address.
     static func branchTarget(_ line: Line) -> UInt64? {
         var operand = line.operands
         if let angle = operand.firstIndex(of: "<") { operand = String(operand[..<angle]) }
-        operand = operand.trimmingCharacters(in: .whitespaces)
         if let comma = operand.lastIndex(of: ",") { operand = String(operand[operand.index(after: comma)...]) }
+        operand = operand.trimmingCharacters(in: .whitespaces)
         if operand.hasPrefix("0x") { operand.removeFirst(2) }
         guard !operand.isEmpty, operand.allSatisfy(\.isHexDigit) else { return nil }
         return UInt64(operand, radix: 16)

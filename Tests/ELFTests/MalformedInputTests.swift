@@ -240,6 +240,24 @@ import TestSupport
                 == "entsize.o: ELF header e_shentsize at offset 0x3a: expected at least 64, found 10")
     }
 
+    @Test(.timeLimit(.minutes(1)))
+    func fileSystemProblemsAreNamed() throws {
+        let folder = try Fixtures.temporaryFolder("suture-elf-files")
+        func message(_ path: String) -> String {
+            do throws(ELFError) { _ = try ELFFile(path: path); return "no error" } catch { return error.description }
+        }
+        let missing = folder.appendingPathComponent("missing.ko").path
+        #expect(message(missing) == "\(missing): open failed: No such file or directory (errno 2)")
+        #expect(message(folder.path).hasPrefix("\(folder.path): open (not a regular file) failed"))
+        let empty = folder.appendingPathComponent("empty.o")
+        try Data().write(to: empty)
+        #expect(message(empty.path).hasSuffix("found an empty file"))
+        // A FIFO would block a reader forever: refused before reading.
+        let fifo = folder.appendingPathComponent("fifo").path
+        #expect(mkfifo(fifo, 0o600) == 0)
+        #expect(message(fifo).contains("not a regular file"))
+    }
+
     @Test func corruptCompressedModulesAreDecompressionErrors() throws {
         let object = try Fixtures.compileFixture("elf_sample.c", flags: ["-O2", "-c"])
         for tool in [["xz", "-c"], ["zstd", "-c", "-q"], ["gzip", "-c"]] {

@@ -31,6 +31,19 @@ struct Readelf {
         try Fixtures.check("readelf", [option, path])
     }
 
+    // MARK: -hW
+
+    /// "Class", "Type", "Machine", "Entry point address", ... → their text.
+    func header() throws -> [String: String] {
+        var fields: [String: String] = [:]
+        for line in try run("-hW").split(separator: "\n") {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            fields[line[..<colon].trimmingCharacters(in: .whitespaces)] =
+                line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+        }
+        return fields
+    }
+
     // MARK: -SW
 
     func sections() throws -> [SectionRow] {

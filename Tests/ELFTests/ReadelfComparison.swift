@@ -15,6 +15,29 @@ func expectMatchesReadelf(_ path: String, file: ELFFile? = nil, checkRelocations
     var differences: [String] = []
     func differ(_ what: String) { if differences.count < 30 { differences.append(what) } }
 
+    // File header (readelf -hW).
+    let header = try oracle.header()
+    let classText = elf.header.elfClass == .elf64 ? "ELF64" : "ELF32"
+    if header["Class"] != classText { differ("class: readelf \(header["Class"] ?? "-") vs ELFFile \(classText)") }
+    if header["Entry point address"] != Hex.address(elf.header.entry) {
+        differ("entry: readelf \(header["Entry point address"] ?? "-") vs ELFFile \(Hex.address(elf.header.entry))")
+    }
+    let typeText: String = switch elf.header.type {
+    case .relocatable: "REL"
+    case .executable: "EXEC"
+    case .sharedObject: "DYN"
+    case .core: "CORE"
+    case .other(let value): "\(value)"
+    }
+    if header["Type"]?.hasPrefix(typeText + " ") != true { differ("type: readelf \(header["Type"] ?? "-") vs ELFFile \(typeText)") }
+    let machineText: String = switch elf.header.machine {
+    case .x86_64: "Advanced Micro Devices X86-64"
+    case .i386: "Intel 80386"
+    case .aarch64: "AArch64"
+    default: "\(elf.header.machine.rawValue)"
+    }
+    if header["Machine"] != machineText { differ("machine: readelf \(header["Machine"] ?? "-") vs ELFFile \(machineText)") }
+
     // Sections (readelf -SW).
     let sectionRows = try oracle.sections()
     counts["sections"] = sectionRows.count
@@ -30,6 +53,11 @@ func expectMatchesReadelf(_ path: String, file: ELFFile? = nil, checkRelocations
         var theirs = row
         theirs.flags = String(theirs.flags.sorted())
         if ours != theirs { differ("section \(row.index): readelf \(theirs) vs ELFFile \(ours)") }
+    }
+    if elf.header.sectionNameTableIndex > 0, let text = elf.sections.last(where: { !$0.name.isEmpty }) {
+        let names = elf.sections[elf.header.sectionNameTableIndex]
+        let offset = try #require(try elf.data(of: names).bytes.firstRange(of: Array(text.name.utf8) + [0])?.lowerBound)
+        if try elf.string(at: UInt32(offset), inTable: names) != text.name { differ("string(at:inTable:) on \(names.name)") }
     }
 
     // Segments (readelf -lW).

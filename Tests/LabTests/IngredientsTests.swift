@@ -61,6 +61,26 @@ struct IngredientsTests {
         }
     }
 
+    @Test("a version the archive does not carry: the error quotes apt-get and apt-cache policy")
+    func unavailableVersion() throws {
+        let cache = try Fixtures.temporaryFolder("suture-cache")
+        defer { try? FileManager.default.removeItem(at: cache) }
+        let paths = LabPaths(cache: cache.path)
+        try FileManager.default.createDirectory(atPath: paths.debs, withIntermediateDirectories: true)
+        let policy = try Fixtures.check("apt-cache", ["policy", Ingredients.kernelPackage])
+        do {
+            try Ingredients(paths: paths).download(["\(Ingredients.kernelPackage)=0.0-suture-bogus"], { _ in })
+            Issue.record("apt-get downloaded a version that does not exist")
+        } catch {
+            guard case .packageUnavailable(let package, let version, let output, let quoted) = error else { throw error }
+            #expect(package == Ingredients.kernelPackage)
+            #expect(version == "0.0-suture-bogus")
+            #expect(output.contains("0.0-suture-bogus"))
+            #expect(quoted.trimmingCharacters(in: .whitespacesAndNewlines) == policy.trimmingCharacters(in: .whitespacesAndNewlines))
+            #expect("\(error)".contains("apt-cache policy \(Ingredients.kernelPackage)"))
+        }
+    }
+
     @Test("an extracted kernel tree of another size is refused with what was expected and found")
     func kernelTreeVerification() throws {
         let cache = try Fixtures.temporaryFolder("suture-cache")

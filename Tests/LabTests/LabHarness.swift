@@ -15,7 +15,8 @@ enum LabHarness {
 
     /// Boots a VM, runs `body`, and downs the VM whatever happens; then checks nothing is left:
     /// no QEMU process (in /proc) and no state file.
-    static func withLab<T>(_ options: LabOptions, _ body: (LabVM, LabState) throws -> T) throws -> T {
+    static func withLab<T>(_ options: LabOptions, pickPort: (() throws(LabError) -> UInt16)? = nil,
+                           _ body: (LabVM, LabState) throws -> T) throws -> T {
         let vm = LabVM(paths: try paths())
         defer { try? FileManager.default.removeItem(atPath: vm.paths.runFolder) }
         var started: LabState?
@@ -24,7 +25,9 @@ enum LabHarness {
             _ = try? vm.down()
             if let pid = started?.qemu.pid { ProcessIdentity(pid: pid, startTime: 0).reapIfChild() }
         }
-        let state = try vm.up(options)
+        let state = try pickPort.map { picker throws(LabError) in
+            try vm.up(options, progress: { _ in }, pickPort: picker)
+        } ?? vm.up(options)
         started = state
         let result = try body(vm, state)
         #expect(try vm.down() == true)
@@ -52,6 +55,23 @@ enum LabHarness {
             let text = String(decoding: cmdline.map { $0 == 0 ? 0x20 : $0 }, as: UTF8.self)
             return text.contains("qemu-system") && text.contains(folder)
         }
+    }
+
+    /// A TCP socket listening on a loopback port, so QEMU cannot bind that port. Close `fd` after.
+    static func occupiedPort() throws -> (fd: Int32, port: UInt16) {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        try #require(fd >= 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let result = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { socketAddress in
+                bind(fd, socketAddress, length) == 0 && listen(fd, 1) == 0 ? getsockname(fd, socketAddress, &length) : -1
+            }
+        }
+        try #require(result == 0)
+        return (fd, UInt16(bigEndian: address.sin_port))
     }
 
     /// The address of the first symbol named `name` in kallsyms text (module symbols included).

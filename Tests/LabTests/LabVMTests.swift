@@ -28,18 +28,37 @@ struct LabVMTests {
     func bootWithoutKASLR() throws {
         let textAddress = try LabHarness.vmlinuxTextAddress()
         let buildID = try LabHarness.vmlinuxBuildID()
-        try LabHarness.withLab(LabOptions(kaslr: false)) { vm, state in
+        // The first gdbstub port handed out is taken: QEMU fails to bind it and up tries another.
+        let taken = try LabHarness.occupiedPort()
+        defer { close(taken.fd) }
+        var ports: [UInt16] = []
+        let pickPort = { () throws(LabError) -> UInt16 in
+            let port = ports.isEmpty ? taken.port : try SocketConnection.freeLoopbackPort()
+            ports.append(port)
+            return port
+        }
+        try LabHarness.withLab(LabOptions(kaslr: false), pickPort: pickPort) { vm, state in
+            #expect(ports.count == 2 && ports[0] == taken.port)
+            #expect(state.gdbPort == ports.last && state.gdbPort != taken.port)
             #expect(!state.kaslr)
             #expect(try vm.status() == .up(state))
             #expect(try vm.exec("uname -r") == CommandResult(output: "6.1.0-56-amd64\n", status: 0))
             #expect(try vm.exec("false").status == 1)
-            #expect(try vm.exec("(exit 7)").status == 7)
+            // `exit` ends the command's subshell, not the guest's PID 1 shell.
+            #expect(try vm.exec("exit 7").status == 7)
+            #expect(try vm.exec("echo still here").output == "still here\n")
             #expect(try vm.exec("cat /proc/cmdline").output.contains("nokaslr"))
 
             // Longer than the 80-column console line; stdout and stderr both come back.
             let long = String(repeating: "0123456789", count: 30)
             #expect(try vm.exec("echo \(long); echo to-stderr >&2").output == long + "\nto-stderr\n")
             #expect(try vm.exec("printf 'a\\nb\\n'; printf 'no newline'").output == "a\nb\nno newline")
+            // With the tty echoing, busybox's line editor echoes the command, wraps it at 80 columns
+            // ("\r\r\n") and asks for the cursor position (ESC[6n): the markers still isolate the output.
+            #expect(try vm.exec("stty -F /dev/ttyS0 echo").status == 0)
+            #expect(try vm.exec("echo \(long); echo to-stderr >&2").output == long + "\nto-stderr\n")
+            #expect(try vm.exec("(exit 5)").status == 5)
+            #expect(try vm.exec("stty -F /dev/ttyS0 -echo").status == 0)
             // stdin is /dev/null: a command that reads input ends instead of eating the end marker.
             #expect(try vm.exec("cat").output == "")
 
@@ -138,6 +157,38 @@ struct LabVMTests {
         } catch {
             guard case .guestPanic(let tail) = error else { throw error }
             #expect(tail.contains("Kernel panic"))
+            #expect("\(error)".contains("console (last lines)"))
+        }
+        #expect(LabHarness.qemuProcesses(in: vm.paths.runFolder).isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: vm.paths.stateFile))
+    }
+
+    @Test("no QEMU program: the error names the package to install")
+    func qemuMissing() throws {
+        let vm = LabVM(paths: try LabHarness.paths())
+        defer { try? FileManager.default.removeItem(atPath: vm.paths.runFolder) }
+        do {
+            try vm.up(LabOptions(qemu: "qemu-system-suture-missing"))
+            _ = try? vm.down()
+            Issue.record("started a QEMU that does not exist")
+        } catch {
+            guard case .toolMissing(let tool, _) = error else { throw error }
+            #expect(tool == "qemu-system-suture-missing")
+            #expect("\(error)".contains("apt-get install qemu-system-x86"))
+        }
+    }
+
+    @Test("no shell in time: boot timeout with the console tail, nothing left running")
+    func bootTimeout() throws {
+        let vm = LabVM(paths: try LabHarness.paths())
+        defer { try? FileManager.default.removeItem(atPath: vm.paths.runFolder) }
+        do {
+            try vm.up(LabOptions(bootTimeout: 1))
+            _ = try? vm.down()
+            Issue.record("a shell within 1 s under TCG")
+        } catch {
+            guard case .bootTimeout(let seconds, _) = error else { throw error }
+            #expect(seconds == 1)
             #expect("\(error)".contains("console (last lines)"))
         }
         #expect(LabHarness.qemuProcesses(in: vm.paths.runFolder).isEmpty)

@@ -71,3 +71,14 @@ import Targets
         #expect(Hunk.firstMismatch([0x74], [0x74, 0x39], mask: nil) == 1)
     }
 }
+
+@Suite struct EffectiveReplacementTests {
+    @Test func maskedPlaceholdersAreNeverWrittenBack() {
+        // `call rel32` with a relocated field: the file has 00 00 00 00, the live kernel the real
+        // displacement. A hunk changing only the byte after it must keep the live displacement.
+        let hunk = Hunk(symbol: "f", offset: 0, expected: [0xe8, 0, 0, 0, 0, 0x74], replacement: [0xe8, 0, 0, 0, 0, 0x75],
+                        mask: [0xff, 0, 0, 0, 0, 0xff])
+        let live: [UInt8] = [0xe8, 0x12, 0x34, 0x56, 0x78, 0x74]
+        #expect(PatchEngine.effectiveReplacement(hunk, live: live) == [0xe8, 0x12, 0x34, 0x56, 0x78, 0x75])
+    }
+}

@@ -67,6 +67,18 @@ import TestSupport
         #expect(read.stdout.contains("\"bytes\" : \"" + String(format: "%02x", offset.opcode) + "\""), "\(read.stdout)")
     }
 
+    @Test func liveDisassemblyMatchesObjdumpsJump() throws {
+        let program = try LiveProgram(exe)
+        defer { program.stop() }
+        let jcc = try TargetFixtures.conditionalJump(in: "check", of: exe)
+        let listing = try Fixtures.suture(["disasm", "-t", "pid:\(program.pid)", "check"])
+        #expect(listing.status == 0, "\(listing.stderr)")
+        #expect(listing.stdout.contains(" <check>:    (live, pid:\(program.pid))"))
+        // The jump objdump found at check+off is there, with its target symbolised.
+        let line = try #require(listing.stdout.split(separator: "\n").first { $0.contains(String(format: "\t%02x ", jcc.opcode)) })
+        #expect(line.contains("<check+0x"), "\(line)")
+    }
+
     @Test func killNineBetweenHunksThenRecover() throws {
         let program = try LiveProgram(exe, arguments: ["2"])
         defer { program.stop() }

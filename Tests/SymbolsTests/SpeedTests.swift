@@ -6,8 +6,8 @@ import TestSupport
 @Suite struct SpeedTests {
     /// Parsing and indexing the host's kallsyms (about 120k to 200k lines) must take well under the
     /// 30 ms budget in a release build (`swift test -c release --filter SpeedTests`). A debug build
-    /// runs unoptimized generics about 20 times slower, so it gets its own, looser budget: the test
-    /// still catches accidental quadratic work there.
+    /// runs unoptimized generics 20 to 50 times slower (more while other tests share the cores), so
+    /// it gets a budget that only catches accidental quadratic work (which would take minutes).
     @Test func hostKallsymsParsesAndIndexesFast() throws {
         let file = try SymbolsFixtures.kallsymsSnapshot()
         let bytes = try SymbolsFixtures.read(file)
@@ -28,7 +28,7 @@ import TestSupport
         #expect(count == lines)
         // 30 ms per 200,000 lines, never less than 30 ms. The fastest run is what the code can do;
         // the median also measures the other jobs sharing this machine's two cores.
-        let budget: Duration = optimized ? .milliseconds(30) * (Double(max(lines, 200_000)) / 200_000) : .milliseconds(1500)
+        let budget: Duration = optimized ? .milliseconds(30) * (Double(max(lines, 200_000)) / 200_000) : .seconds(10)
         #expect(fastest < budget, "fastest \(fastest), median \(median), over budget \(budget)")
     }
 

@@ -1,0 +1,28 @@
+/// How to boot the lab VM.
+public struct LabOptions: Sendable, Hashable {
+    /// nil: the kernel's default (KASLR on, CONFIG_RANDOMIZE_BASE=y); false adds `nokaslr`.
+    public var kaslr: Bool?
+    public var smp: Int
+    public var memoryMB: Int
+    /// Serve a tmpfs over NFSv3 inside the guest and mount it on /mnt/nfs (about 4 to 5 s).
+    public var nfs: Bool
+    public var bootTimeout: Double
+    public var nfsTimeout: Double
+    /// What to boot; nil fetches (or reuses) the cached ingredients.
+    public var image: LabImage?
+    /// The QEMU program, looked up in PATH unless it holds a '/'.
+    public var qemu: String
+
+    public init(kaslr: Bool? = nil, smp: Int = 2, memoryMB: Int = 512, nfs: Bool = false,
+                bootTimeout: Double = 120, nfsTimeout: Double = 120, image: LabImage? = nil,
+                qemu: String = "qemu-system-x86_64") {
+        self.kaslr = kaslr
+        self.smp = smp
+        self.memoryMB = memoryMB
+        self.nfs = nfs
+        self.bootTimeout = bootTimeout
+        self.nfsTimeout = nfsTimeout
+        self.image = image
+        self.qemu = qemu
+    }
+}
