@@ -128,6 +128,8 @@ private struct DemoRun {
     // Cleanup state.
     var bootedLab = false
     var target: GDBRemoteTarget?
+    /// Our turn at the gdbstub (see LabGDBLease), held while `target` is open.
+    var lease: LabGDBLease?
     var engine: PatchEngine?
     var appliedID: String?
     var privateJournal: String?
@@ -207,6 +209,7 @@ private struct DemoRun {
 
         // 5. The live function, read through QEMU's gdbstub, compared with the file byte by byte.
         try begin("Disassemble nfs_flock live (QEMU gdbstub) and verify every byte against nfs.ko")
+        lease = try LabGDBLease(paths: options.paths)
         let target = try GDBRemoteTarget(host: "127.0.0.1", port: state.gdbPort, kernel: KernelSymbols { name in
             symbols.symbols(named: name).first(where: { $0.module == nil })?.address
         })
@@ -294,6 +297,7 @@ private struct DemoRun {
         try begin(bootedLab ? "Bring the lab down (the demo booted it)" : "Leave the lab up (it was up before the demo)")
         target.close()
         self.target = nil
+        lease = nil
         if bootedLab {
             guard try vm.down() else { throw fail(expected: "the demo's QEMU to stop", found: "no QEMU of ours running") }
             bootedLab = false
@@ -411,6 +415,7 @@ private struct DemoRun {
         }
         target?.close()
         target = nil
+        lease = nil
         if bootedLab {
             do {
                 _ = try vm.down()

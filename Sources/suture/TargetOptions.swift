@@ -44,8 +44,9 @@ struct TargetOptions: ParsableArguments {
                 let kallsyms = try lab.kallsyms()
                 return SymbolIndex(try KallsymsParser.parse(kallsyms.text, file: kallsyms.path))
             }()
+            let lease = try LabGDBLease()
             let target = try GDBRemoteTarget(host: "127.0.0.1", port: state.gdbPort, kernel: Self.kernelSymbols(symbols))
-            return TargetSession(name: "lab", target: target, symbols: symbols)
+            return TargetSession(name: "lab", target: target, symbols: symbols, lease: lease)
         case .process:
             fatalError("handled above")
         case let .file(path):
@@ -128,9 +129,13 @@ final class TargetSession {
     let process: ProcessSymbols.Snapshot?
     /// Resumes the target on SIGINT/SIGTERM: a stopped kernel or process must never be left behind.
     private let signalGuard: SignalGuard?
+    /// The lab's gdbstub turn (LabGDBLease), released after the target is closed.
+    private let lease: AnyObject?
 
-    init(name: String, target: MemoryTarget, symbols: SymbolIndex?, process: ProcessSymbols.Snapshot? = nil) {
+    init(name: String, target: MemoryTarget, symbols: SymbolIndex?, process: ProcessSymbols.Snapshot? = nil,
+         lease: AnyObject? = nil) {
         self.name = name
+        self.lease = lease
         self.target = target
         self.symbols = symbols
         self.process = process
