@@ -4,10 +4,10 @@ SWIFT ?= swift
 export SUTURE_CACHE ?= $(HOME)/.cache/suture
 # Build: capstone, lzma, zstd, zlib. Lab: qemu, busybox, cpio. Tests' oracles and inputs: binutils
 # (objdump, readelf), llvm (llvm-mc for arm64 objects), binutils-aarch64-linux-gnu, gdb (gcore),
-# gdbserver, zstd/xz, patch. Kernel rebuilds (suture build): gcc-12 and kbuild's tools. Benchmarks: hyperfine.
+# gdbserver, zstd/xz, patch. A live daemon to patch: memcached. Kernel rebuilds (suture build): gcc-12 and kbuild's tools. Benchmarks: hyperfine.
 APT_PACKAGES := libcapstone-dev liblzma-dev libzstd-dev zlib1g-dev binutils gcc gcc-12 qemu-system-x86 \
                 busybox-static cpio xz-utils zstd gdb gdbserver llvm binutils-aarch64-linux-gnu patch \
-                kmod bison flex libelf-dev libssl-dev bc dwarves hyperfine valgrind
+                kmod bison flex libelf-dev libssl-dev bc dwarves hyperfine valgrind memcached
 
 .PHONY: demo test deps build fetch bench clean
 

@@ -23,7 +23,8 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
         public var watchdogSeconds: Double? = 5
         /// `m` requests kept in flight for large reads (LAB.md: 16 to 64 reach ~110 MB/s on QEMU).
         public var pipelineWindow: Int = 32
-        /// The value of `phys_base` when already known (skips reading it), for the PTI fallback.
+        /// The value of `phys_base` when already known (skips reading it): the physical fallback
+        /// then reaches the kernel image without walking page tables.
         public var physBase: UInt64?
         /// Resume right after connecting (QEMU and gdbserver leave the target stopped).
         public var resumeAfterConnect: Bool = true
@@ -40,6 +41,8 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
     public let isQEMU: Bool
 
     let layout: RegisterLayout
+    /// Program-counter slot by `g` reply size (see programCounter(in:thread:)).
+    private var pcSlots: [Int: RegisterLayout.Slot] = [:]
     private let kernel: KernelSymbols?
     private let options: Options
     private let host: String
@@ -110,9 +113,9 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
                 _ = try c.request("QPassSignals:" + list)
             }
             if let symbol = kernel?.physBase, physBaseValue == nil {
-                // Read phys_base while the target is freshly stopped (a vCPU in kernel mode is likely):
-                // the PTI fallback needs it exactly when no vCPU can read kernel memory.
-                physBaseValue = try? readLocked(c, address: symbol, count: 8, allowPhysical: false)
+                // phys_base makes the physical fallback for the kernel image one subtraction instead
+                // of a page-table walk per access. Best effort: the walk still works without it.
+                physBaseValue = try? readLocked(c, address: symbol, count: 8, allowPhysical: true)
                     .withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
             }
             if options.resumeAfterConnect {
@@ -250,12 +253,35 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
     public func programCounters() throws -> [ExecutionContext] {
         try lock.withLock { () throws(TargetError) -> [ExecutionContext] in
             try withStoppedLocked("programCounters") { c throws(TargetError) in
-                threads = try Self.listThreads(c)
+                // QEMU's vCPUs are fixed for the VM's life: list them once. Other stubs (gdbserver's
+                // threads come and go) are asked every time.
+                if threads.isEmpty || !isQEMU { threads = try Self.listThreads(c) }
+                let window = pipelineWindow(c)
+                guard window > 1 else {
+                    var contexts: [ExecutionContext] = []
+                    for thread in threads {
+                        try selectThread(c, thread)
+                        let registers = try c.request("g")
+                        contexts.append(ExecutionContext(id: thread, programCounter: try programCounter(in: registers, thread: thread)))
+                    }
+                    return contexts
+                }
+                // Pipelined (this is inside the pause window): `Hg t` and `g` for every thread in
+                // one burst, answered in order, instead of 2 round trips per vCPU.
+                let list = threads
+                var replies = [[UInt8]](repeating: [], count: list.count * 2)
+                try c.exchange(count: list.count * 2, window: window, context: "Hg/g for \(list.count) threads",
+                               request: { i, out in out.append(contentsOf: Array((i % 2 == 0 ? "Hg" + list[i / 2] : "g").utf8)) },
+                               reply: { i in replies[i] = c.packet; return true })
+                selectedThread = list.last
                 var contexts: [ExecutionContext] = []
-                for thread in threads {
-                    try selectThread(c, thread)
-                    let registers = try c.request("g")
-                    contexts.append(ExecutionContext(id: thread, programCounter: try programCounter(in: registers, thread: thread)))
+                for (n, thread) in list.enumerated() {
+                    guard replies[2 * n] == Array("OK".utf8) else {
+                        selectedThread = nil
+                        threads = []
+                        throw .remoteError(target: name, request: "Hg" + thread, reply: c.preview(replies[2 * n]))
+                    }
+                    contexts.append(ExecutionContext(id: thread, programCounter: try programCounter(in: replies[2 * n + 1], thread: thread)))
                 }
                 return contexts
             }
@@ -626,10 +652,15 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
     }
 
     private func programCounter(in registers: [UInt8], thread: String) throws(TargetError) -> UInt64 {
-        guard let slot = layout.slots(forReplyBytes: registers.count / 2)?[layout.pcName] ?? layout.pc else {
+        // The slot depends only on the reply's size; working it out (QEMU's trimmed layout) costs more
+        // than the rest of a stop, so it is remembered (lock held).
+        let size = registers.count / 2
+        let known = pcSlots[size]
+        guard let slot = known ?? layout.slots(forReplyBytes: size)?[layout.pcName] ?? layout.pc else {
             throw .notSupported(target: name, operation: "programCounters",
                                 reason: "the register description names no program counter (rip, pc, eip)")
         }
+        if known == nil { pcSlots[size] = slot }
         return try register(slot, in: registers, what: "the program counter of thread \(thread)")
     }
 

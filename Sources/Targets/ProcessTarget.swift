@@ -1,3 +1,4 @@
+import Foundation
 import Dispatch
 import ELF
 import Glibc
@@ -205,6 +206,9 @@ public final class ProcessTarget: MemoryTarget, @unchecked Sendable {
                     seized.append(tid)
                 } catch {
                     if error.code == ESRCH && tid != pid { continue }   // the thread exited meanwhile
+                    // The kernel refuses to attach to a thread that is exiting (EPERM): it is not
+                    // running user code any more, so it cannot be inside a hunk. Skip it.
+                    if error.code == EPERM && tid != pid && Self.isExiting(pid: pid, tid: tid) { continue }
                     let failure = ptraceFailure(error, tid: tid)
                     stopAndDetach(seized)
                     detachAll()
@@ -347,6 +351,18 @@ public final class ProcessTarget: MemoryTarget, @unchecked Sendable {
         }
         if tids.isEmpty { throw .processExited(pid: pid, detail: "it has no threads left") }
         return tids
+    }
+
+    /// Whether a thread is gone or on its way out: no stat file, a zombie/dead state, or PF_EXITING
+    /// (0x4) in the flags field of /proc/PID/task/TID/stat.
+    static func isExiting(pid: Int32, tid: Int32) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/task/\(tid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return true }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        // fields[0] is the state, fields[6] the flags (field 9 of stat(5)).
+        guard fields.count > 6 else { return true }
+        if fields[0] == "Z" || fields[0] == "X" || fields[0] == "x" { return true }
+        return (UInt64(fields[6]) ?? 0) & 0x4 != 0
     }
 
     private func ptraceFailure(_ error: SystemCallError, tid: Int32) -> TargetError {

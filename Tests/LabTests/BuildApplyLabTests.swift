@@ -7,7 +7,7 @@ import TestSupport
 /// patch into a bundle, `suture apply -t lab` writes it into the running guest (nfs.ko loaded, an
 /// NFS mount up), flock() on NFS then fails with ENOLCK while tmpfs still locks, and `suture revert`
 /// puts it back. The guest's own flocktest is the oracle.
-@Suite("suture build, then apply in the lab (Debian 6.1, NFS)", .serialized)
+@Suite("suture build, then apply in the lab (Debian 6.1, NFS)", .serialized, .labVMExclusive)
 struct BuildApplyLabTests {
     @Test("nfs_flock.patch built from source makes flock on NFS fail with ENOLCK; revert restores it")
     func articleLive() throws {
@@ -22,24 +22,19 @@ struct BuildApplyLabTests {
         let stateDirectory = folder.appendingPathComponent("state").path
 
         try LabHarness.withLab(LabOptions(nfs: true)) { vm, _ in
-            // `-t lab` finds the VM through $SUTURE_CACHE/lab/run: point that at this test's run
-            // folder, so a lab the developer has up is never touched.
-            let cache = folder.appendingPathComponent("cache")
-            try FileManager.default.createDirectory(at: cache.appendingPathComponent("lab"), withIntermediateDirectories: true)
-            try FileManager.default.createSymbolicLink(atPath: cache.appendingPathComponent("lab/run").path,
-                                                       withDestinationPath: vm.paths.runFolder)
-            let environment = ["SUTURE_CACHE": cache.path]
+            // This VM's run folder (never a lab the developer has up) and a journal of our own.
+            let environment = ["SUTURE_LAB_RUN": vm.paths.runFolder, "SUTURE_STATE_DIR": stateDirectory]
 
             let ok = CommandResult(output: "flock: OK\n", status: 0)
             let enolck = CommandResult(output: "flock: \(String(cString: strerror(ENOLCK))) (errno \(ENOLCK))\n", status: 1)
             #expect(try vm.exec("/sbin/flocktest /mnt/nfs/before") == ok)
 
-            let apply = try Fixtures.suture(["apply", "-t", "lab", "--state-dir", stateDirectory, bundlePath], environment: environment)
+            let apply = try Fixtures.suture(["apply", "-t", "lab", bundlePath], environment: environment)
             try #require(apply.status == 0, "suture apply failed:\n\(apply.stdout)\n\(apply.stderr)")
             #expect(try vm.exec("/sbin/flocktest /mnt/nfs/patched") == enolck)
             #expect(try vm.exec("/sbin/flocktest /mnt/local/patched") == ok)
 
-            let revert = try Fixtures.suture(["revert", "-t", "lab", "--state-dir", stateDirectory, id], environment: environment)
+            let revert = try Fixtures.suture(["revert", "-t", "lab", id], environment: environment)
             #expect(revert.status == 0, "suture revert failed:\n\(revert.stdout)\n\(revert.stderr)")
             #expect(try vm.exec("/sbin/flocktest /mnt/nfs/reverted") == ok)
         }

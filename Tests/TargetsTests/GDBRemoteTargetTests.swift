@@ -144,6 +144,7 @@ import TestSupport
         defer { target.close() }
         let check = try #require(program.printed["check"])
         try target.stop()
+        usleep(100_000)   // lines printed just before the stop may still be in the pipe
         let stoppedAt = program.linesSeen
         usleep(100_000)
         #expect(program.linesSeen == stoppedAt)   // really stopped

@@ -7,7 +7,7 @@ import TestSupport
 /// GDBRemoteTarget against QEMU's gdbstub running the Debian kernel (TCG, pti=on, nokaslr) with a
 /// tiny initramfs whose init keeps both vCPUs spinning in user mode: every stop finds the vCPUs on
 /// page tables without the kernel, so kernel reads must fall back (other vCPU, then physical).
-@Suite(.serialized) struct QEMUGDBStubTests {
+@Suite(.serialized, .labVMExclusive) struct QEMUGDBStubTests {
     final class Guest {
         let qemu: Spawned
         let port: UInt16
