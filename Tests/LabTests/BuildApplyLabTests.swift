@@ -31,6 +31,10 @@ struct BuildApplyLabTests {
 
             let apply = try Fixtures.suture(["apply", "-t", "lab", bundlePath], environment: environment)
             try #require(apply.status == 0, "suture apply failed:\n\(apply.stdout)\n\(apply.stderr)")
+            // Bound to this kernel (release and build-id) and matched whole against the live nfs_flock.
+            for check in ["identity", "bytes", "function", "boundaries"] {
+                #expect(apply.stdout.contains("✓ \(check)"), "no passed \(check) check in:\n\(apply.stdout)")
+            }
             #expect(try vm.exec("/sbin/flocktest /mnt/nfs/patched") == enolck)
             #expect(try vm.exec("/sbin/flocktest /mnt/local/patched") == ok)
 
