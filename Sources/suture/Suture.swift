@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 
 @main
 struct Suture: ParsableCommand {
@@ -12,4 +13,19 @@ struct Suture: ParsableCommand {
             DemoCommand.self, BenchCommand.self, BuildCommand.self,
         ]
     )
+
+    /// Exit codes are part of the interface: 0 done, 1 error, 2 usage, 3 refused by preflight.
+    /// ArgumentParser reports usage errors as 64 (EX_USAGE); Suture says 2, like most Unix tools.
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            if exitCode(for: error) == .validationFailure {
+                FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+                Foundation.exit(2)
+            }
+            exit(withError: error)
+        }
+    }
 }
