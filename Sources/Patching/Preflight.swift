@@ -223,7 +223,12 @@ struct BoundaryCheck {
         for h in hunks {
             // Data has no instructions: it is written while every thread is stopped, and no
             // program counter can be inside it.
-            if case let .data(reason)? = placement?.classify(h.range, function: h.function) {
+            // A hunk reached through a reference is a string literal (ObjectDiff makes them so) unless
+            // the live mappings say the place is code.
+            let viaReference: HunkPlacement? = h.hunk.symbol == nil && h.hunk.reference != nil
+                ? .data(reason: "string literal reached through \(h.hunk.reference!.location)") : nil
+            let placed = placement?.classify(h.range, function: h.function)
+            if case let .data(reason)? = (placed == .code ? placed : (viaReference ?? placed)) {
                 notes.append("\(h.hunk.location): data: no instruction boundaries (\(reason))")
                 covered.append([]); spans.append(false); isData.append(true)
                 continue
