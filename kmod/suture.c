@@ -104,6 +104,7 @@ static long do_read(struct suture_kmod_read __user *uarg)
 {
 	struct suture_kmod_read *req;
 	struct text_check *check;
+	void *bounce = NULL;
 	long err;
 
 	req = kzalloc(sizeof(*req), GFP_KERNEL);
@@ -123,16 +124,22 @@ static long do_read(struct suture_kmod_read __user *uarg)
 		err = -EINVAL;
 	} else {
 		err = check_text_range(req->address, req->length, check, req->message);
-		if (!err && copy_to_user(u64_to_user_ptr(req->buffer), (const void *)(unsigned long)req->address,
-					 req->length)) {
-			snprintf(req->message, sizeof(req->message), "cannot copy to the caller's buffer");
-			err = -EFAULT;
+		/* Through a heap copy: hardened usercopy refuses (oopses on) a copy_to_user from kernel text. */
+		if (!err && !(bounce = kmalloc(req->length, GFP_KERNEL)))
+			err = -ENOMEM;
+		if (!err) {
+			memcpy(bounce, (const void *)(unsigned long)req->address, req->length);
+			if (copy_to_user(u64_to_user_ptr(req->buffer), bounce, req->length)) {
+				snprintf(req->message, sizeof(req->message), "cannot copy to the caller's buffer");
+				err = -EFAULT;
+			}
 		}
 	}
 	if (copy_to_user(uarg, req, sizeof(*req)))
 		err = -EFAULT;
 out_free:
 out:
+	kfree(bounce);
 	kfree(check);
 	kfree(req);
 	return err;

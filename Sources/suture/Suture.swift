@@ -9,7 +9,7 @@ struct Suture: ParsableCommand {
             LabCommand.self, SymbolsCommand.self, DisasmCommand.self, LocateCommand.self,
             ReadCommand.self, PokeCommand.self, FlipCommand.self,
             DiffCommand.self, ApplyCommand.self, RevertCommand.self, StatusCommand.self, RecoverCommand.self,
-            BenchCommand.self,
+            BenchCommand.self, KmodCommand.self,
         ]
     )
 }
