@@ -150,6 +150,11 @@ struct KmodTests {
             print("kmod timings over 20 one-byte writes (min / median / max): stop_machine \(summary(stops)); "
                   + "stopped \(summary(stopped)); stack walk \(summary(walks)); tasks walked \(tasks.min()!)...\(tasks.max()!)")
 
+            // No oops, BUG or usercopy complaint anywhere in this boot.
+            let dmesg = try run("dmesg")
+            for bad in ["Oops", "BUG", "usercopy", "Call Trace"] {
+                #expect(!dmesg.contains(bad), "kernel log mentions \(bad)")
+            }
             _ = try run("rmmod suture")
             #expect(try run("ls /dev/suture 2>&1; true").contains("No such file"))
         }
