@@ -145,6 +145,24 @@ out:
 	return err;
 }
 
+/*
+ * A task whose stack the pre-walk found clean. It is still clean inside stop_machine if it has not
+ * been switched out since (every run ends in a switch that bumps nvcsw or nivcsw, and a task on a
+ * CPU when the world stops is switched out by the stopper), so the walk under stop_machine only
+ * unwinds tasks that ran in between: it shortens the time every CPU is held.
+ */
+struct clean_task {
+	struct task_struct *task;
+	pid_t pid;
+	u64 start_time;
+	unsigned long switches;
+};
+
+static unsigned long task_switches(struct task_struct *t)
+{
+	return READ_ONCE(t->nvcsw) + READ_ONCE(t->nivcsw);
+}
+
 /* One compare-and-swap, shared by every CPU inside stop_machine. */
 struct cas_job {
 	struct suture_kmod_cas *req;
@@ -157,6 +175,9 @@ struct cas_job {
 	int result;
 	/* A CPU's own stack finding; the first one wins. */
 	atomic_t busy_claimed;
+	/* The pre-walk, before the world stops: tasks whose stacks were clean then. */
+	struct clean_task *clean;
+	unsigned int nclean;
 };
 
 static void note_busy(struct cas_job *job, struct task_struct *task, unsigned long address, int result)
@@ -174,7 +195,7 @@ static void note_busy(struct cas_job *job, struct task_struct *task, unsigned lo
  * the unwinder gives for pt_regs frames) lies in [addr, addr + length): that code would run again
  * after the write. An unwind that ends in error could hide such a frame, so it refuses too.
  */
-static void check_stack(struct cas_job *job, struct task_struct *task)
+static int stack_hit(struct cas_job *job, struct task_struct *task, unsigned long *where)
 {
 	unsigned long start = job->addr, end = job->addr + job->req->length;
 	struct unwind_state state;
@@ -183,12 +204,74 @@ static void check_stack(struct cas_job *job, struct task_struct *task)
 	for (unwind_start(&state, task, NULL, NULL); !unwind_done(&state); unwind_next_frame(&state)) {
 		ra = unwind_get_return_address(&state);
 		if (ra >= start && ra < end) {
-			note_busy(job, task, ra, -EBUSY);
-			return;
+			*where = ra;
+			return -EBUSY;
 		}
 	}
-	if (unwind_error(&state))
-		note_busy(job, task, 0, -EAGAIN);
+	*where = 0;
+	return unwind_error(&state) ? -EAGAIN : 0;
+}
+
+static void check_stack(struct cas_job *job, struct task_struct *task)
+{
+	unsigned long where;
+	int hit = stack_hit(job, task, &where);
+
+	if (hit)
+		note_busy(job, task, where, hit);
+}
+
+/* The pre-walk's entry for `t`, when it still vouches for it. `cursor` follows the task list's order. */
+static bool still_clean(struct cas_job *job, struct task_struct *t, unsigned int *cursor)
+{
+	unsigned int i;
+
+	/* Tasks keep their relative order; new ones are appended, exited ones vanish: look a little ahead. */
+	for (i = *cursor; i < job->nclean && i < *cursor + 8; i++) {
+		struct clean_task *c = &job->clean[i];
+
+		if (c->task == t && c->pid == t->pid && c->start_time == t->start_time) {
+			*cursor = i + 1;
+			return c->switches == task_switches(t);
+		}
+	}
+	return false;
+}
+
+/*
+ * Before stop_machine, with RCU: unwind every task not on a CPU and remember the clean ones with
+ * their switch count, read before the unwind (a task that runs during it is re-walked later).
+ */
+static void prewalk(struct cas_job *job)
+{
+	struct task_struct *g, *t;
+	unsigned int capacity = 0, n = 0;
+	unsigned long where;
+
+	rcu_read_lock();
+	for_each_process_thread(g, t)
+		capacity++;
+	rcu_read_unlock();
+	capacity += 64;
+	job->clean = kvmalloc_array(capacity, sizeof(*job->clean), GFP_KERNEL);
+	if (!job->clean)
+		return;   /* then every task is walked inside stop_machine */
+	rcu_read_lock();
+	for_each_process_thread(g, t) {
+		unsigned long switches;
+
+		if (n == capacity)
+			break;
+		switches = task_switches(t);
+		smp_rmb();
+		if (READ_ONCE(t->on_cpu) || !task_stack_page(t) || refcount_read(&t->stack_refcount) == 0)
+			continue;
+		if (stack_hit(job, t, &where))
+			continue;
+		job->clean[n++] = (struct clean_task){ t, t->pid, t->start_time, switches };
+	}
+	rcu_read_unlock();
+	job->nclean = n;
 }
 
 /*
@@ -198,6 +281,7 @@ static void check_stack(struct cas_job *job, struct task_struct *task)
 static void check_every_task(struct cas_job *job)
 {
 	struct task_struct *g, *t;
+	unsigned int cursor = 0;
 
 	rcu_read_lock();
 	if (!READ_ONCE(init_task.on_cpu))
@@ -207,6 +291,10 @@ static void check_every_task(struct cas_job *job)
 			break;
 		if (READ_ONCE(t->on_cpu) || !task_stack_page(t) || refcount_read(&t->stack_refcount) == 0)
 			continue;
+		if (still_clean(job, t, &cursor)) {
+			job->req->tasks_vouched++;
+			continue;
+		}
 		job->req->tasks_walked++;
 		check_stack(job, t);
 	}
@@ -305,7 +393,8 @@ static long do_cas(struct suture_kmod_cas __user *uarg)
 	/* Outputs start clean whatever the caller left in them. */
 	memset(req->found, 0, sizeof(req->found));
 	req->stop_machine_ns = req->stopped_ns = req->walk_ns = 0;
-	req->tasks_walked = 0;
+	req->tasks_walked = req->tasks_vouched = 0;
+	req->reserved_out = 0;
 	req->busy_pid = -1;
 	req->busy_address = 0;
 	memset(req->busy_comm, 0, sizeof(req->busy_comm));
@@ -343,10 +432,12 @@ static long do_cas(struct suture_kmod_cas __user *uarg)
 	job.addr = req->address;
 	job.alias = (u8 *)alias + offset;
 	job.cpus = num_online_cpus();
+	prewalk(&job);
 	t0 = ktime_get();
 	/* cpus_read_lock is taken by stop_machine itself; num_online_cpus can only change before it. */
 	err = stop_machine(cas_on_each_cpu, &job, cpu_online_mask);
 	req->stop_machine_ns = ktime_to_ns(ktime_sub(ktime_get(), t0));
+	kvfree(job.clean);
 	vunmap(alias);
 	/* Flush the alias from every CPU's TLB now, not lazily: no writable mapping may linger. */
 	vm_unmap_aliases();
@@ -360,9 +451,9 @@ static long do_cas(struct suture_kmod_cas __user *uarg)
 	switch (err) {
 	case 0:
 		snprintf(req->message, sizeof(req->message), "%s: %s -> %s", check->symbol, expected, replacement);
-		pr_info("pid %d (%s) wrote %u byte(s) at 0x%llx %s: %s -> %s (stop_machine %llu us)\n",
+		pr_info("pid %d (%s) wrote %u byte(s) at 0x%llx %s: %s -> %s (stop_machine %llu us, %u tasks walked, %u vouched for)\n",
 			task_pid_nr(current), current->comm, req->length, req->address, check->symbol,
-			expected, replacement, req->stop_machine_ns / 1000);
+			expected, replacement, req->stop_machine_ns / 1000, req->tasks_walked, req->tasks_vouched);
 		break;
 	case -EILSEQ:
 		snprintf(req->message, sizeof(req->message), "%s: expected %s, found %s", check->symbol, expected, found);

@@ -78,9 +78,9 @@ enum KmodClient {
                     printf(" busy_pid=%d message=%s\\n", req.busy_pid, req.message);
                     return 1;
                 }
-                printf("ok stop_ns=%llu stopped_ns=%llu walk_ns=%llu tasks=%u message=%s\\n",
+                printf("ok stop_ns=%llu stopped_ns=%llu walk_ns=%llu tasks=%u vouched=%u message=%s\\n",
                        (unsigned long long)req.stop_machine_ns, (unsigned long long)req.stopped_ns,
-                       (unsigned long long)req.walk_ns, req.tasks_walked, req.message);
+                       (unsigned long long)req.walk_ns, req.tasks_walked, req.tasks_vouched, req.message);
                 return 0;
             }
             return 2;

@@ -54,11 +54,14 @@ struct suture_kmod_cas {
 	__u64 stop_machine_ns; /* the whole stop_machine() call */
 	__u64 stopped_ns;      /* the leader's section while every CPU is held */
 	__u64 walk_ns;         /* of which the stack walk of every task */
-	__u32 tasks_walked;
+	__u32 tasks_walked;    /* stacks unwound while every CPU was held */
 	__s32 busy_pid;        /* -1 when none */
 	__u64 busy_address;
 	char busy_comm[16];
 	char message[SUTURE_KMOD_MESSAGE_SIZE];
+	/* Stacks unwound before the world stopped whose tasks have not run since: not walked again. */
+	__u32 tasks_vouched;
+	__u32 reserved_out;
 };
 
 /* SUTURE_IOC_VERSION: returns SUTURE_KMOD_ABI_VERSION (the ioctl's return value). */
