@@ -178,4 +178,57 @@ struct KmodTests {
             #expect(try run("ls /dev/suture 2>&1; true").contains("No such file"))
         }
     }
+
+    /// The built `suture` (debug: no release build needed) and every shared library ldd names for
+    /// it, at the same absolute paths in the guest (its RUNPATH points at the Swift toolchain).
+    static func sutureFiles() throws -> [LabExtraFile] {
+        let binary = try Fixtures.sutureBinary().path
+        var files = [LabExtraFile(guestPath: "sbin/suture", hostPath: binary, mode: 0o755)]
+        for line in try Fixtures.check("ldd", [binary]).split(separator: "\n") {
+            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            guard let path = fields.first(where: { $0.hasPrefix("/") }) else { continue }
+            // glibc's and the loader come with the initramfs already; the rest go where ldd found them.
+            let resolved = (try? FileManager.default.destinationOfSymbolicLink(atPath: String(path))).map {
+                $0.hasPrefix("/") ? $0 : ((String(path) as NSString).deletingLastPathComponent + "/" + $0)
+            } ?? String(path)
+            files.append(LabExtraFile(guestPath: String(path.dropFirst()), hostPath: resolved, mode: 0o755))
+        }
+        return files
+    }
+
+    @Test("suture inside the guest: kmod status/load, flip -t local 'nfs_flock [nfs]+0x2f' → ENOLCK, a wrong --expect refused, revert --all restores")
+    func sutureInGuest() throws {
+        let ko = try Self.module()
+        let options = LabOptions(memoryMB: 1024, nfs: true, bootTimeout: 240,
+                                 extraFiles: [LabExtraFile(guestPath: "lib/suture/extra/suture.ko", hostPath: ko)] + Self.sutureFiles())
+        try LabHarness.withLab(options) { vm, _ in
+            func exec(_ command: String) throws -> CommandResult { try vm.exec(command, timeout: 180) }
+            let env = "SUTURE_STATE_DIR=/var/lib/suture"
+            let status = try exec("\(env) suture kmod status 2>&1")
+            #expect(status.status == 0 && status.output.contains("loaded: no") && status.output.contains("can load: yes"), "\(status.output)")
+            let load = try exec("suture kmod load --module /lib/suture/extra/suture.ko 2>&1")
+            #expect(load.status == 0 && load.output.contains("/dev/suture"), "\(load.output)")
+            #expect(try exec("suture kmod status 2>&1").output.contains("loaded: yes"))
+
+            #expect(try exec("flocktest /mnt/nfs/f").output == "flock: OK\n")
+            let flip = try exec("\(env) suture flip -t local 'nfs_flock [nfs]+0x2f' 2>&1")
+            #expect(flip.status == 0, "\(flip.output)")
+            #expect(try exec("flocktest /mnt/nfs/f").output == "flock: No locks available (errno 37)\n")
+            // The kernel log has the module's own record of the write.
+            #expect(try exec("dmesg | grep 'suture: pid'").output.contains("nfs_flock+0x2f/"))
+
+            // A wrong expectation: the byte is 75 now.
+            let wrong = try exec("\(env) suture poke -t local 'nfs_flock [nfs]+0x2f' --expect 74 --write 76 2>&1")
+            #expect(wrong.status != 0 && wrong.output.contains("75"), "\(wrong.output)")
+
+            let revert = try exec("\(env) suture revert -t local --all 2>&1")
+            #expect(revert.status == 0, "\(revert.output)")
+            #expect(try exec("flocktest /mnt/nfs/f").output == "flock: OK\n")
+            let read = try exec("\(env) suture read -t local 'nfs_flock [nfs]+0x2f' 1 2>&1")
+            #expect(read.output.contains("74"), "\(read.output)")
+            // A read outside text (init_task is data) is refused by the module.
+            let data = try exec("\(env) suture read -t local init_task 8 2>&1")
+            #expect(data.status != 0 && data.output.contains("not text"), "\(data.output)")
+        }
+    }
 }
