@@ -200,7 +200,7 @@ struct KmodTests {
     func sutureInGuest() throws {
         let ko = try Self.module()
         let options = LabOptions(memoryMB: 1024, nfs: true, bootTimeout: 240,
-                                 extraFiles: [LabExtraFile(guestPath: "lib/suture/extra/suture.ko", hostPath: ko)] + Self.sutureFiles())
+                                 extraFiles: [LabExtraFile(guestPath: "lib/suture/extra/suture.ko", hostPath: ko)] + (try Self.sutureFiles()))
         try LabHarness.withLab(options) { vm, _ in
             func exec(_ command: String) throws -> CommandResult { try vm.exec(command, timeout: 180) }
             let env = "SUTURE_STATE_DIR=/var/lib/suture"
