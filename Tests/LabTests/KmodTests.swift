@@ -179,34 +179,19 @@ struct KmodTests {
         }
     }
 
-    /// The built `suture` (debug: no release build needed) and every shared library ldd names for
-    /// it, at the same absolute paths in the guest (its RUNPATH points at the Swift toolchain).
-    static func sutureFiles() throws -> [LabExtraFile] {
-        let binary = try Fixtures.sutureBinary().path
-        var files = [LabExtraFile(guestPath: "sbin/suture", hostPath: binary, mode: 0o755)]
-        for line in try Fixtures.check("ldd", [binary]).split(separator: "\n") {
-            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
-            guard let path = fields.first(where: { $0.hasPrefix("/") }) else { continue }
-            // glibc's and the loader come with the initramfs already; the rest go where ldd found them.
-            let resolved = (try? FileManager.default.destinationOfSymbolicLink(atPath: String(path))).map {
-                $0.hasPrefix("/") ? $0 : ((String(path) as NSString).deletingLastPathComponent + "/" + $0)
-            } ?? String(path)
-            files.append(LabExtraFile(guestPath: String(path.dropFirst()), hostPath: resolved, mode: 0o755))
-        }
-        return files
-    }
-
     @Test("suture inside the guest: kmod status/load, flip -t local 'nfs_flock [nfs]+0x2f' → ENOLCK, a wrong --expect refused, revert --all restores")
     func sutureInGuest() throws {
-        let ko = try Self.module()
-        let options = LabOptions(memoryMB: 1024, nfs: true, bootTimeout: 240,
-                                 extraFiles: [LabExtraFile(guestPath: "lib/suture/extra/suture.ko", hostPath: ko)] + (try Self.sutureFiles()))
+        // What `suture lab up --inside` carries: the built suture (debug is fine: its Swift runtime
+        // libraries come along), its libraries and the module.
+        let files = try GuestSuture.files(binary: try Fixtures.sutureBinary().path, module: try Self.module())
+        #expect(files.contains { $0.guestPath.hasSuffix("libswiftCore.so") } || files.count == 2)
+        let options = LabOptions(memoryMB: 1024, nfs: true, bootTimeout: 240, extraFiles: files)
         try LabHarness.withLab(options) { vm, _ in
             func exec(_ command: String) throws -> CommandResult { try vm.exec(command, timeout: 180) }
             let env = "SUTURE_STATE_DIR=/var/lib/suture"
             let status = try exec("\(env) suture kmod status 2>&1")
             #expect(status.status == 0 && status.output.contains("loaded: no") && status.output.contains("can load: yes"), "\(status.output)")
-            let load = try exec("suture kmod load --module /lib/suture/extra/suture.ko 2>&1")
+            let load = try exec("suture kmod load --module /\(GuestSuture.moduleGuestPath) 2>&1")
             #expect(load.status == 0 && load.output.contains("/dev/suture"), "\(load.output)")
             #expect(try exec("suture kmod status 2>&1").output.contains("loaded: yes"))
 
