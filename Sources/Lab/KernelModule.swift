@@ -118,6 +118,10 @@ public struct KernelModule: Sendable {
 
         let folder = buildFolder(release: release)
         let tree = folder + "/src"
+        // One build at a time per release: concurrent runs (tests, two shells) share this folder.
+        try Files.createDirectory(folder)
+        let lock = try FileLock(folder + "/build.lock")
+        defer { withExtendedLifetime(lock) {} }
         Files.remove(tree)
         for (source, destination) in sources {
             try Files.createDirectory(((tree + "/" + destination) as NSString).deletingLastPathComponent)
