@@ -2,8 +2,12 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 export SUTURE_CACHE ?= $(HOME)/.cache/suture
-APT_PACKAGES := libcapstone-dev liblzma-dev libzstd-dev zlib1g-dev binutils gcc qemu-system-x86 \
-                busybox-static cpio xz-utils gdbserver
+# Build: capstone, lzma, zstd, zlib. Lab: qemu, busybox, cpio. Tests' oracles and inputs: binutils
+# (objdump, readelf), llvm (llvm-mc for arm64 objects), binutils-aarch64-linux-gnu, gdb (gcore),
+# gdbserver, zstd/xz, patch. A live daemon to patch: memcached. Kernel rebuilds (suture build): gcc-12 and kbuild's tools. Benchmarks: hyperfine.
+APT_PACKAGES := libcapstone-dev liblzma-dev libzstd-dev zlib1g-dev binutils gcc gcc-12 qemu-system-x86 \
+                busybox-static cpio xz-utils zstd gdb gdbserver llvm binutils-aarch64-linux-gnu patch \
+                kmod bison flex libelf-dev libssl-dev bc dwarves hyperfine valgrind memcached
 
 .PHONY: demo test deps build fetch bench clean
 
@@ -26,8 +30,9 @@ fetch: build
 demo: fetch
 	$(SWIFT) run suture demo
 
+# Swift Testing runs suites concurrently; lab suites serialise themselves (one VM at a time).
 test: fetch
-	$(SWIFT) test --parallel --num-workers 2
+	$(SWIFT) test
 
 clean:
 	rm -rf .build

@@ -236,9 +236,12 @@ public struct ObjectDiff: Sendable {
                 while start > 0, !covered[start - 1], x[start - 1] != 0, y[start - 1] != 0 { start -= 1 }
                 let printable = { (bytes: ArraySlice<UInt8>) in bytes.allSatisfy { (0x20...0x7e).contains($0) || $0 == 0x09 || $0 == 0x0a } }
                 if printable(x[start..<end]), printable(y[start..<end]), end < x.count, x[end] == 0, y[end] == 0 {
+                    // Same place, same length, in a linked image: patch the bytes, NUL included.
+                    let hunk = a.linkedDataHunk(section: section, offset: UInt64(start), original: Array(x[start...end]),
+                                                patched: Array(y[start...end]), module: module)
                     strings.append(StringEdit(section: section.name, offset: UInt64(start), original: Array(x[start..<end]),
-                                              patched: Array(y[start..<end]), references: [], hunk: nil,
-                                              notApplicable: "strings of linked programs are not patched in place yet"))
+                                              patched: Array(y[start..<end]), references: [], hunk: hunk,
+                                              notApplicable: hunk == nil ? "no symbol of the file lies at or below it to name its place" : nil))
                 } else {
                     let unit = Unit(name: "\(section.name)+\(Hex.address(UInt64(start)))", kind: .object, section: section.name,
                                     sectionIndex: section.index, offset: UInt64(start), address: section.address + UInt64(start),

@@ -142,7 +142,12 @@ public struct PatchEngine {
                 ResolvedHunk(hunk: Hunk(symbol: nil, offset: 0, address: $0.address, expected: $0.replacement, replacement: $0.original),
                              address: $0.address, function: symbols?.function(containing: $0.address))
             }
-            let spans = resolved.map { _ in true }
+            // As for apply: a one-instruction hunk is guarded by its own bytes (else a thread
+            // living in the function, a daemon's event loop, would block the revert forever);
+            // several instructions, several hunks in a function, or anything unclear, the function.
+            let spans = (try? BoundaryCheck(hunks: resolved, architecture: architecture,
+                                            placement: HunkPlacementClassifier(target: target, symbols: symbols)).run(on: target).spans)
+                ?? resolved.map { _ in true }
             if dryRun { return RevertResult(patchID: id, hunks: patch.hunks, pause: nil, dryRun: true) }
             try record(.revertIntent, id: id, identity: patch.identity, description: patch.description, hunks: patch.hunks)
             do {
@@ -260,6 +265,12 @@ public struct PatchEngine {
             try record(abortEvent, id: id, identity: nil, hunks: [], note: "\(failure.underlying)")
             if let refused = failure.underlying as? PatchError { throw refused }
             throw failure.underlying
+        }
+        // A process that exited took its memory, and any half-written patch, with it: nothing is
+        // left for recover, so the journal closes the operation now.
+        if let gone = failure.underlying as? TargetError, gone.isProcessGone {
+            try record(abortEvent, id: id, identity: nil, hunks: [], note: "the process exited during the write: \(gone)")
+            throw gone
         }
         // Leave the intent as the last word: recover will sort it out from the live bytes.
         throw PatchError.partialWrite(id: id, underlying: "\(failure.underlying)")

@@ -12,7 +12,8 @@ public enum PreflightCheck: String, Sendable, Hashable, Codable, CaseIterable {
     case bytes
     /// Whole functions equal the bundle's run-pre images (outside their masks).
     case function
-    /// Each hunk lies inside one function and starts and ends on instruction boundaries.
+    /// Each hunk of code lies inside one function and starts and ends on instruction boundaries
+    /// (a hunk of data, in a non-executable mapping or a data object, has none to check).
     case boundaries
     /// No CPU or thread is executing inside a hunk (checked while the target is stopped).
     case busy
@@ -86,10 +87,11 @@ public struct Preflight {
         if let functions = bundle.functions, !functions.isEmpty {
             findings.append(try FunctionImageCheck(images: functions, symbols: symbols).run(on: target))
         }
-        let boundary = try BoundaryCheck(hunks: hunks, architecture: architecture).run(on: target)
+        let placement = HunkPlacementClassifier(target: target, symbols: symbols)
+        let boundary = try BoundaryCheck(hunks: hunks, architecture: architecture, placement: placement).run(on: target)
         findings.append(boundary.finding)
         if !target.capabilities.contains(.stop) {
-            findings.append(AtomicStoreCheck(hunks: hunks, instructions: boundary.instructions).run())
+            findings.append(AtomicStoreCheck(hunks: hunks, instructions: boundary.instructions, isData: boundary.isData).run())
         }
         for i in findings.indices where !findings[i].passed && options.force.contains(findings[i].check)
             && PreflightCheck.forceable.contains(findings[i].check) {
@@ -118,6 +120,14 @@ struct IdentityCheck {
         }
         if expected.kind != live.kind { mismatches.append("kind: bundle \(expected.kind.rawValue), target \(live.kind.rawValue)") }
         compare("release", expected.release, live.release)
+        // A bundle made from a shared library names the library's build-id: it is for any process
+        // that has that very file mapped.
+        if expected.kind == .process, live.kind == .process, let wanted = expected.buildID, wanted != live.buildID,
+           let process = target as? ProcessTarget,
+           let library = (try? ProcessSymbols.images(pid: process.pid))?.first(where: { $0.buildID == wanted }) {
+            return PreflightFinding(check: .identity, passed: true,
+                                    detail: "\(library.displayName) (build-id \(wanted)) is mapped in \(target.name) (\(IdentityCheck.describe(live)))")
+        }
         compare("build-id", expected.buildID, live.buildID)
         if expected.kind == .process || expected.kind == .file, expected.buildID == nil || live.buildID == nil {
             compare("path", expected.path, live.path)
@@ -192,12 +202,15 @@ struct FunctionImageCheck {
 struct BoundaryCheck {
     let hunks: [ResolvedHunk]
     let architecture: Architecture
+    var placement: HunkPlacementClassifier? = nil
 
     struct Result {
         var finding: PreflightFinding
         /// Per hunk: the live instructions the hunk covers.
         var instructions: [[Instruction]]
         var spans: [Bool]
+        /// Per hunk: it changes data, not code.
+        var isData: [Bool] = []
     }
 
     func run(on target: MemoryTarget) throws -> Result {
@@ -205,8 +218,17 @@ struct BoundaryCheck {
         var problems: [String] = []
         var covered: [[Instruction]] = []
         var spans: [Bool] = []
+        var isData: [Bool] = []
         var notes: [String] = []
         for h in hunks {
+            // Data has no instructions: it is written while every thread is stopped, and no
+            // program counter can be inside it.
+            if case let .data(reason)? = placement?.classify(h.range, function: h.function) {
+                notes.append("\(h.hunk.location): data: no instruction boundaries (\(reason))")
+                covered.append([]); spans.append(false); isData.append(true)
+                continue
+            }
+            isData.append(false)
             guard let function = h.function, let size = function.size, size > 0 else {
                 problems.append("\(h.hunk.location) (\(Hex.address(h.address))): no function symbol with a size covers it")
                 covered.append([]); spans.append(true)
@@ -241,9 +263,18 @@ struct BoundaryCheck {
             }
             notes.append("\(h.hunk.location) = \(inside.map { "\($0.mnemonic) \($0.operands)".trimmingWhitespace() }.joined(separator: "; ")) → \(replaced.map { "\($0.mnemonic) \($0.operands)".trimmingWhitespace() }.joined(separator: "; ")) in \(function.name) (\(instructions.count) instructions decoded)")
         }
+        // Several hunks in one function are one change spanning instructions (a compare and its
+        // jump, a constant and its use): a thread between them would run half of it.
+        var perFunction: [UInt64: [Int]] = [:]
+        for (k, h) in hunks.enumerated() where !isData[k] {
+            if let f = h.function { perFunction[f.address, default: []].append(k) }
+        }
+        for group in perFunction.values where group.count > 1 {
+            for k in group { spans[k] = true }
+        }
         return Result(finding: PreflightFinding(check: .boundaries, passed: problems.isEmpty,
                                                 detail: problems.isEmpty ? notes.joined(separator: "; ") : problems.joined(separator: "; ")),
-                      instructions: covered, spans: spans)
+                      instructions: covered, spans: spans, isData: isData)
     }
 }
 
@@ -252,6 +283,7 @@ struct BoundaryCheck {
 struct AtomicStoreCheck {
     let hunks: [ResolvedHunk]
     let instructions: [[Instruction]]
+    var isData: [Bool] = []
 
     func run() -> PreflightFinding {
         let changed = hunks.filter { !$0.changedRange.isEmpty }
@@ -264,6 +296,10 @@ struct AtomicStoreCheck {
         guard [1, 2, 4, 8].contains(length), start % length == 0 else {
             return PreflightFinding(check: .atomicity, passed: false,
                                     detail: "this target cannot be stopped: the change at \(Hex.address(start)) is \(length) bytes, not one naturally aligned 1, 2, 4 or 8-byte store")
+        }
+        if index < isData.count, isData[index] {
+            return PreflightFinding(check: .atomicity, passed: true,
+                                    detail: "one \(length)-byte aligned store of data at \(Hex.address(start))")
         }
         let inOne = instructions[index].contains { $0.address <= start && start + length <= $0.address + UInt64($0.size) }
         return PreflightFinding(check: .atomicity, passed: inOne,

@@ -2,7 +2,8 @@ import ELF
 
 /// An address as people write it: `0xffffffff810bee50`, `ffffffff810bee50` (bare hex of 8 digits
 /// or more), `nfs_flock+0x2f`, `nfs_flock [nfs]+0x2f`, `nfs_flock[nfs]+0x2f`, `nfs_flock/2+0x10`,
-/// `sym+47` (decimal, as in gdb), `sym-0x4`, `*0x...` (gdb's code-address star), `'name.cold'+4`.
+/// `sym+47` (decimal, as in gdb), `sym-0x4`, `*0x...` (gdb's code-address star), `'name.cold'+4`,
+/// and `module:symbol` (`libfoo.so:parse_header+0x1c`, `nfs:nfs_flock`), the same as `symbol [module]`.
 ///
 /// The ordinal `/N` counts the symbols of that name from 1 in address order (see
 /// `SymbolIndex.resolve`); it may come before or after the `[module]`. Several offsets add up
@@ -53,6 +54,12 @@ public struct AddressExpression: Sendable, Hashable, CustomStringConvertible {
 
     static func isNameByte(_ c: UInt8) -> Bool {
         isNameStart(c) || (c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9")) || c == UInt8(ascii: "@")
+    }
+
+    /// Characters of a module name: a kernel module (`nfs_layout_nfsv41_files`, `nfs-layout`) or a
+    /// library's file name (`libc.so.6`, `libstdc++.so.6`, `ld-linux-x86-64.so.2`).
+    static func isModuleByte(_ c: UInt8) -> Bool {
+        isNameByte(c) || c == UInt8(ascii: "-") || c == UInt8(ascii: "+")
     }
 
     static func needsQuotes(_ name: String) -> Bool {
@@ -123,15 +130,18 @@ public struct AddressExpression: Sendable, Hashable, CustomStringConvertible {
         }
 
         mutating func parseBase() throws(SymbolError) -> Base {
+            // `module:symbol`: a module name (a library's file name may hold `-`, `+` and dots) and a
+            // colon right before a symbol name. Looked for first, so `deadbeef00:sym` is no address.
+            let prefixModule = parseModulePrefix()
             let start = i
             // 0x... or a bare run of 8+ hex digits: an absolute address.
             var end = i
             while end < bytes.count, AddressExpression.isNameByte(bytes[end]) { end += 1 }
             let word = bytes[start..<end]
-            if word.count >= 2, word.first == UInt8(ascii: "0"), word[start + 1] | 0x20 == UInt8(ascii: "x") {
+            if prefixModule == nil, word.count >= 2, word.first == UInt8(ascii: "0"), word[start + 1] | 0x20 == UInt8(ascii: "x") {
                 return .absolute(try parseNumber(what: "an address"))
             }
-            if AddressExpression.isBareHexAddress(word) {
+            if prefixModule == nil, AddressExpression.isBareHexAddress(word) {
                 guard word.count <= 16 else { throw fail(start, "an address of at most 16 hex digits") }
                 var value: UInt64 = 0
                 for c in word { value = value << 4 | UInt64(SymbolLineParser.hexValue(c)!) }
@@ -149,7 +159,8 @@ public struct AddressExpression: Sendable, Hashable, CustomStringConvertible {
                 name = String(decoding: bytes[(i + 1)..<close], as: UTF8.self)
                 i = close + 1
             } else {
-                guard AddressExpression.isNameStart(bytes[i]) else {
+                guard i < bytes.count, AddressExpression.isNameStart(bytes[i]) else {
+                    if i >= bytes.count { throw fail(i, "a symbol name after the module") }
                     if bytes[i] >= UInt8(ascii: "0") && bytes[i] <= UInt8(ascii: "9") {
                         throw fail(i, "a symbol name or an address (0x..., or at least 8 hex digits)")
                     }
@@ -159,7 +170,7 @@ public struct AddressExpression: Sendable, Hashable, CustomStringConvertible {
                 i = end
             }
 
-            var module: String? = nil
+            var module: String? = prefixModule
             var ordinal: Int? = nil
             // `/N` and `[module]`, each at most once, in either order.
             while true {
@@ -181,17 +192,37 @@ public struct AddressExpression: Sendable, Hashable, CustomStringConvertible {
                 } else if bytes[i] == UInt8(ascii: "["), module == nil {
                     i += 1
                     let moduleStart = i
-                    while i < bytes.count, AddressExpression.isNameByte(bytes[i]) || bytes[i] == UInt8(ascii: "-") { i += 1 }
+                    while i < bytes.count, AddressExpression.isModuleByte(bytes[i]) { i += 1 }
+                    if i >= bytes.count || bytes[i] != UInt8(ascii: "]") {
+                        // Not closed: a `+` there was an offset's sign (`name [mod+4`), not part of a name.
+                        i = moduleStart
+                        while i < bytes.count, AddressExpression.isModuleByte(bytes[i]), bytes[i] != UInt8(ascii: "+") { i += 1 }
+                    }
                     guard i > moduleStart else { throw fail(i, "a module name after [") }
                     guard i < bytes.count, bytes[i] == UInt8(ascii: "]") else { throw fail(i, "] closing the module name") }
                     module = String(decoding: bytes[moduleStart..<i], as: UTF8.self)
                     i += 1
+                } else if bytes[i] == UInt8(ascii: "["), prefixModule != nil {
+                    throw fail(i, "one module: `module:symbol` or `symbol [module]`, not both")
                 } else {
                     i = save
                     break
                 }
             }
             return .symbol(name: name, module: module, ordinal: ordinal)
+        }
+
+        /// Consumes `module:` when the text starts with a module name, a colon and then a symbol
+        /// name (or a quoted one); otherwise consumes nothing and returns nil.
+        mutating func parseModulePrefix() -> String? {
+            guard i < bytes.count, AddressExpression.isNameStart(bytes[i]) else { return nil }
+            var colon = i
+            while colon < bytes.count, AddressExpression.isModuleByte(bytes[colon]) { colon += 1 }
+            guard colon < bytes.count, bytes[colon] == UInt8(ascii: ":"), colon + 1 < bytes.count,
+                  AddressExpression.isNameStart(bytes[colon + 1]) || bytes[colon + 1] == UInt8(ascii: "'") else { return nil }
+            let module = String(decoding: bytes[i..<colon], as: UTF8.self)
+            i = colon + 1
+            return module
         }
 
         /// `0x` hex or decimal digits, at `i`.

@@ -43,30 +43,9 @@ enum SymbolLineParser {
     private static let carriageReturn = UInt8(ascii: "\r")
 
     static func parse(_ bytes: UnsafeBufferPointer<UInt8>, file: String, format: String) throws(SymbolError) -> [SymbolRecord] {
-        // At most one record a line: the records are built in place in an array of that capacity
-        // (appending would copy each record and release the temporary: 5% of the time).
-        let capacity = SWAR.count(newline, in: bytes) + 1
-        var failure: SymbolError? = nil
-        let records = [SymbolRecord](unsafeUninitializedCapacity: capacity) { buffer, count in
-            do throws(SymbolError) {
-                count = try parseLines(bytes, into: buffer.baseAddress!, file: file, format: format)
-            } catch {
-                failure = error
-                count = 0
-            }
-        }
-        if let failure { throw failure }
-        return records
-    }
-
-    /// Parses into `output` (room for a record a line); returns how many it wrote. On a throw the
-    /// records written so far are destroyed here, so the caller's buffer is left empty.
-    private static func parseLines(_ bytes: UnsafeBufferPointer<UInt8>, into output: UnsafeMutablePointer<SymbolRecord>,
-                                   file: String, format: String) throws(SymbolError) -> Int {
-        var written = 0
-        // Whatever happens, records written before an error are released.
-        var finished = false
-        defer { if !finished { output.deinitialize(count: written) } }
+        var records: [SymbolRecord] = []
+        // A kallsyms line is about 45 bytes: reserving avoids most regrowth of a large array.
+        records.reserveCapacity(bytes.count / 32 + 1)
         var anyNonZero = false
         // Module symbols come in runs: reuse the previous line's module String when the bytes match,
         // so 20,000 "[nfs]" lines share one string.
@@ -160,19 +139,16 @@ enum SymbolLineParser {
 
             if address != 0 { anyNonZero = true }
             let name = String(decoding: UnsafeBufferPointer(rebasing: bytes[nameStart..<nameEnd]), as: UTF8.self)
-            (output + written).initialize(to: SymbolRecord(name: name, address: address, kindByte: kindByte, size: nil,
-                                                           module: module, section: nil,
-                                                           isFunction: SymbolRecord.isFunctionKind(kindByte)))
-            written += 1
+            records.append(SymbolRecord(name: name, address: address, kindByte: kindByte, size: nil,
+                                        module: module, section: nil, isFunction: SymbolRecord.isFunctionKind(kindByte)))
         }
-        guard written > 0 else { throw .noSymbols(file: file) }
+        guard !records.isEmpty else { throw .noSymbols(file: file) }
         guard anyNonZero else {
-            if format == "kallsyms" { throw .addressesHidden(file: file, symbols: written) }
+            if format == "kallsyms" { throw .addressesHidden(file: file, symbols: records.count) }
             throw .malformedLine(file: file, line: 1, column: 1, expected: "symbol addresses",
-                                 found: "all \(written) addresses zero")
+                                 found: "all \(records.count) addresses zero")
         }
-        finished = true
-        return written
+        return records
     }
 
     /// `                 U name`: an undefined symbol in nm output, which has no address. Returns
@@ -248,28 +224,6 @@ enum SWAR {
         }
         while i < end && bytes[i] > 0x20 { i += 1 }
         return i
-    }
-
-    /// How many bytes equal `byte`.
-    static func count(_ byte: UInt8, in bytes: UnsafeBufferPointer<UInt8>) -> Int {
-        var total = 0, i = 0
-        let end = bytes.count
-        let pattern = ones &* UInt64(byte)
-        let low7: UInt64 = 0x7F7F_7F7F_7F7F_7F7F
-        if let base = bytes.baseAddress {
-            while i + 8 <= end {
-                let x = UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self) ^ pattern
-                // Top bit set in each byte that is not zero (exact, no borrows across bytes).
-                let nonZero = (((x & low7) &+ low7) | x) & highBits
-                total += 8 - nonZero.nonzeroBitCount
-                i += 8
-            }
-        }
-        while i < end {
-            if bytes[i] == byte { total += 1 }
-            i += 1
-        }
-        return total
     }
 
     /// Whether all eight bytes are ASCII hex digits (either case).

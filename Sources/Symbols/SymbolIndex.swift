@@ -28,23 +28,21 @@ public struct SymbolIndex: Sendable {
     public var count: Int { records.count }
 
     public init(_ symbols: [SymbolRecord]) {
-        var records = symbols
+        // Take the caller's array rather than share it: sharing would copy all of it on the first write.
+        var records = consume symbols
         let n = records.count
 
         // One pass over the (80-byte) records gathers what the later passes need into small
         // arrays: at 200k symbols every extra pass over the records costs a millisecond.
         var addresses = [UInt64](repeating: 0, count: n)
-        var facts = [Facts](repeating: [], count: n)
+        var facts = [Facts](repeating: Facts(), count: n)
         var anySection = false
         records.withUnsafeBufferPointer { r in
             for i in 0..<n {
                 addresses[i] = r[i].address
-                var f: Facts = []
-                if r[i].isAbsolute { f.insert(.absolute) }
-                if r[i].isFunction { f.insert(.function) }
-                if r[i].size != nil { f.insert(.sizeKnown) }
-                if r[i].module != nil { f.insert(.inModule) }
-                if r[i].section != nil { f.insert(.inSection); anySection = true }
+                let f = Facts(absolute: r[i].isAbsolute, function: r[i].isFunction, sizeKnown: r[i].size != nil,
+                              inModule: r[i].module != nil, inSection: r[i].section != nil)
+                if f.inSection { anySection = true }
                 facts[i] = f
             }
         }
@@ -70,11 +68,11 @@ public struct SymbolIndex: Sendable {
         // Address tables: absolute symbols are left out.
         var spaceMembers: [String?: [Int32]] = [:]
         if anySection {
-            for i in order where !facts[Int(i)].contains(.absolute) {
+            for i in order where !facts[Int(i)].absolute {
                 spaceMembers[records[Int(i)].section, default: []].append(i)
             }
         } else {
-            spaceMembers[nil] = order.filter { !facts[Int($0)].contains(.absolute) }
+            spaceMembers[nil] = order.filter { !facts[Int($0)].absolute }
         }
         var spaces: [String?: AddressSpace] = [:]
         for (section, members) in spaceMembers {
@@ -82,18 +80,18 @@ public struct SymbolIndex: Sendable {
         }
 
         self.records = records
-        self.sizeKnown = facts.map { $0.contains(.sizeKnown) }
+        self.sizeKnown = facts.map { $0.sizeKnown }
         self.spaces = spaces
     }
 
-    /// Per record, what the index passes look at.
-    struct Facts: OptionSet {
-        let rawValue: UInt8
-        static let absolute = Facts(rawValue: 1 << 0)
-        static let function = Facts(rawValue: 1 << 1)
-        static let sizeKnown = Facts(rawValue: 1 << 2)
-        static let inModule = Facts(rawValue: 1 << 3)
-        static let inSection = Facts(rawValue: 1 << 4)
+    /// Per record, what the index passes look at. Plain Bools rather than an OptionSet: the
+    /// generic SetAlgebra calls made debug builds (what `swift test` runs) five times slower.
+    struct Facts: Sendable {
+        var absolute = false
+        var function = false
+        var sizeKnown = false
+        var inModule = false
+        var inSection = false
     }
 
     /// A run of addresses that size inference stays within: one module, one section.
@@ -113,9 +111,9 @@ public struct SymbolIndex: Sendable {
         for i in order.reversed() {
             let k = Int(i)
             let f = facts[k]
-            guard !f.contains(.sizeKnown), !f.contains(.absolute) else { continue }
+            guard !f.sizeKnown, !f.absolute else { continue }
             var id = 0
-            if f.contains(.inModule) || f.contains(.inSection) {
+            if f.inModule || f.inSection {
                 let key = RunKey(module: records[k].module, section: records[k].section)
                 if key == lastKey {
                     id = lastID
@@ -248,7 +246,7 @@ struct AddressSpace: Sendable {
 
     init(members: [Int32], addresses: [UInt64], facts: [SymbolIndex.Facts]) {
         all = AddressTable(members: members, addresses: addresses, facts: facts)
-        functions = AddressTable(members: members.filter { facts[Int($0)].contains(.function) },
+        functions = AddressTable(members: members.filter { facts[Int($0)].function },
                                  addresses: addresses, facts: facts)
     }
 }
@@ -267,7 +265,7 @@ struct AddressTable: Sendable {
     init(members: [Int32], addresses: [UInt64], facts: [SymbolIndex.Facts]) {
         self.members = members
         self.addresses = members.map { addresses[Int($0)] }
-        self.hasKnownSizes = members.contains { facts[Int($0)].contains(.sizeKnown) }
+        self.hasKnownSizes = members.contains { facts[Int($0)].sizeKnown }
     }
 
     func lookup(_ address: UInt64, records: [SymbolRecord], sizeKnown: [Bool]) -> Int32? {

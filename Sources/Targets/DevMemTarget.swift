@@ -2,7 +2,8 @@ import ELF
 
 /// /dev/mem: physical memory as a file. Kernel virtual addresses are translated the way x86-64
 /// maps them:
-/// - kernel image (≥ `__START_KERNEL_map`, 0xffffffff80000000): phys = virt − __START_KERNEL_map + phys_base
+/// - kernel image (0xffffffff80000000 ≤ virt < 0xffffffffc0000000, the module area's start):
+///   phys = virt − __START_KERNEL_map + phys_base
 /// - direct map (≥ `page_offset_base`): phys = virt − page_offset_base
 ///
 /// `phys_base` is where the kernel was loaded physically minus where it was linked to run; read it
@@ -68,8 +69,12 @@ public final class DevMemTarget: MemoryTarget, @unchecked Sendable {
 
     /// The physical address of `address`, and how many bytes from there stay in the same mapping.
     func physicalAddress(of address: UInt64, count: Int) throws(TargetError) -> UInt64 {
-        if address >= KernelSymbols.startKernelMap {
+        if address >= KernelSymbols.startKernelMap, address < KernelSymbols.modulesStart {
             return address - KernelSymbols.startKernelMap &+ physBase
+        }
+        if address >= KernelSymbols.modulesStart {
+            throw .unmappedAddress(target: name, address: address, count: count,
+                                   detail: "module memory is mapped page by page (vmalloc); its physical address is not a fixed offset")
         }
         if let base = pageOffsetBase, address >= base, address - base < Self.directMapSize {
             return address - base

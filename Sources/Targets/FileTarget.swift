@@ -16,7 +16,9 @@ public final class FileTarget: MemoryTarget, @unchecked Sendable {
     public let name: String
     public let path: String
     public let capabilities: TargetCapabilities
-    private let layout: ELFLayout
+    /// The file as the ELF module reads it (sections, segments, symbols).
+    public let elf: ELFFile
+    private let map: SegmentMap
     private let lock = Lock()
     private let syscalls: Syscalls
     private var file: OpenFile?
@@ -29,22 +31,29 @@ public final class FileTarget: MemoryTarget, @unchecked Sendable {
         self.path = path
         self.name = TargetSpec.file(path: path).description
         self.syscalls = syscalls
-        let file = try OpenFile(path: path, access: .readOnly, targetName: name, syscalls: syscalls)
-        layout = try ELFLayout.read(file)
-        self.file = file
-        capabilities = access(path, W_OK) == 0 ? [.write] : []
+        do { elf = try ELFFile(path: path) } catch { throw .elf(error) }
+        map = SegmentMap(elf.segments)
+        self.file = try OpenFile(path: path, access: .readOnly, targetName: name, syscalls: syscalls)
+        // A compressed module (.ko.xz) is read through its decompressed image; offsets into that
+        // image are not offsets into the file, so it cannot be written in place.
+        capabilities = elf.compression == nil && access(path, W_OK) == 0 ? [.write] : []
     }
 
     /// The address at which a section's bytes appear in this target (for relocatable files, its
     /// file offset; otherwise its sh_addr). Nil when there is no such section with file contents.
     public func sectionAddress(named name: String) -> UInt64? {
-        guard let section = layout.sections.first(where: { $0.name == name }) else { return nil }
-        return layout.isRelocatable ? section.offset : section.address
+        guard let section = elf.section(named: name) else { return nil }
+        return isRelocatable ? section.offset : section.address
     }
 
+    private var isRelocatable: Bool { elf.header.type == .relocatable }
+
     public func identity() throws -> TargetIdentity {
-        let notes = try lock.withLock { () throws(TargetError) -> [ELFLayout.Note] in try layout.notes(try open()) }
-        return TargetIdentity(kind: .file, buildID: ELFLayout.buildID(in: notes), path: path)
+        do {
+            return TargetIdentity(kind: .file, buildID: try elf.buildID().map { Hex.bytes($0, separator: "") }, path: path)
+        } catch {
+            throw TargetError.elf(error)
+        }
     }
 
     public func read(at address: UInt64, count: Int) throws -> [UInt8] {
@@ -52,6 +61,15 @@ public final class FileTarget: MemoryTarget, @unchecked Sendable {
             let file = try open()
             guard count > 0 else { return [] }
             let offset = try fileOffset(of: address, count: count)
+            if elf.compression != nil {
+                // The decompressed image in memory: its offsets are the ones the headers give.
+                let contents = elf.contents
+                guard offset <= UInt64(contents.count), UInt64(count) <= UInt64(contents.count) - offset else {
+                    throw TargetError.shortTransfer(target: name, operation: "read (end of the decompressed image)",
+                                                    address: address, expected: count, transferred: 0)
+                }
+                return Array(contents[Int(offset)..<Int(offset) + count])
+            }
             return try file.read(offset: offset, count: count, address: address)
         }
     }
@@ -60,6 +78,10 @@ public final class FileTarget: MemoryTarget, @unchecked Sendable {
         try lock.withLock { () throws(TargetError) in
             _ = try open()
             guard !bytes.isEmpty else { return }
+            if let compression = elf.compression {
+                throw TargetError.notSupported(target: name, operation: "write",
+                                               reason: "the file is \(compression)-compressed; decompress it and patch the plain file")
+            }
             let offset = try fileOffset(of: address, count: bytes.count)
             let writable = try OpenFile(path: path, access: .readWrite, targetName: name, syscalls: syscalls)
             try writable.write(offset: offset, bytes: bytes, address: address)
@@ -87,7 +109,7 @@ public final class FileTarget: MemoryTarget, @unchecked Sendable {
     /// One contiguous file range for the whole access: patches never straddle segments.
     private func fileOffset(of address: UInt64, count: Int) throws(TargetError) -> UInt64 {
         let end = address &+ UInt64(count)
-        if !layout.isRelocatable, let ranges = layout.fileRanges(address: address, count: count) {
+        if !isRelocatable, let ranges = map.fileRanges(address: address, count: count) {
             // Contiguous in the file too (segments may abut in memory but not in the file).
             var expected = ranges[0].offset
             for range in ranges {
@@ -96,14 +118,14 @@ public final class FileTarget: MemoryTarget, @unchecked Sendable {
             }
             if expected == ranges[0].offset + UInt64(count) { return ranges[0].offset }
         }
-        for section in layout.sections where section.isAllocated && section.type != ELFLayout.shtNobits && section.size > 0 {
-            let start = layout.isRelocatable ? section.offset : section.address
+        for section in elf.sections where section.isAllocated && section.hasFileData && section.size > 0 {
+            let start = isRelocatable ? section.offset : section.address
             if address >= start, end <= start &+ section.size, end >= address {
                 return section.offset + (address - start)
             }
         }
         throw .unmappedAddress(target: name, address: address, count: count,
-                               detail: layout.isRelocatable
+                               detail: isRelocatable
                                    ? "in no allocated section of \(path) (relocatable: a section's address is its file offset)"
                                    : "in no PT_LOAD segment's file image or allocated section of \(path)")
     }

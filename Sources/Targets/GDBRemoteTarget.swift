@@ -1,6 +1,7 @@
 import Dispatch
 import ELF
 import Glibc
+import Symbols
 
 /// A kernel under QEMU's gdbstub, or a process under gdbserver, through the GDB Remote Serial
 /// Protocol over TCP.
@@ -22,21 +23,12 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
         public var watchdogSeconds: Double? = 5
         /// `m` requests kept in flight for large reads (LAB.md: 16 to 64 reach ~110 MB/s on QEMU).
         public var pipelineWindow: Int = 32
-        /// The value of `phys_base` when already known (skips reading it), for the PTI fallback.
+        /// The value of `phys_base` when already known (skips reading it): the physical fallback
+        /// then reaches the kernel image without walking page tables.
         public var physBase: UInt64?
         /// Resume right after connecting (QEMU and gdbserver leave the target stopped).
         public var resumeAfterConnect: Bool = true
         public init() {}
-    }
-
-    /// Where the program counter sits in the `g` reply.
-    struct RegisterLayout: Sendable, Equatable {
-        var architecture: String
-        var pcOffset: Int
-        var pcSize: Int
-        static let x86_64 = RegisterLayout(architecture: "i386:x86-64", pcOffset: 128, pcSize: 8)
-        static let i386 = RegisterLayout(architecture: "i386", pcOffset: 32, pcSize: 4)
-        static let aarch64 = RegisterLayout(architecture: "aarch64", pcOffset: 32 * 8, pcSize: 8)
     }
 
     public let name: String
@@ -49,6 +41,8 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
     public let isQEMU: Bool
 
     let layout: RegisterLayout
+    /// Program-counter slot by `g` reply size (see programCounter(in:thread:)).
+    private var pcSlots: [Int: RegisterLayout.Slot] = [:]
     private let kernel: KernelSymbols?
     private let options: Options
     private let host: String
@@ -63,11 +57,25 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
     private var threads: [String] = []
     private var selectedThread: String?
     private var physBaseValue: UInt64?
+    /// How kernel memory was reachable in the current stop (reset at every stop).
+    private var kernelRoute = KernelRoute.unknown
+    /// CR3 and paging depth for page-table walks in the current stop.
+    private var pageTables: (cr3: UInt64, levels: Int)?
+    /// QEMU's `Qqemu.PhyMemMode` as last set.
+    private var physicalMode = false
+    private enum KernelRoute { case unknown, thread(String), physical }
     private let processID: UInt64?
     private let maxWriteChunk: Int
 
     /// `m` requests ask for at most this many bytes (QEMU 7.2 answers E22 above 0x800).
     static let readChunk = 0x800
+
+    /// Connects to a kernel's gdbstub (or, with no symbols, any stub); see `init(host:port:kernel:options:)`.
+    /// - Parameter symbols: the kernel's symbols (kallsyms), locating `linux_banner`,
+    ///   `__start_notes`/`__stop_notes` and `phys_base`.
+    public convenience init(host: String, port: UInt16, symbols: SymbolIndex?, options: Options = Options()) throws {
+        try self.init(host: host, port: port, kernel: symbols.map(KernelSymbols.init(index:)), options: options)
+    }
 
     /// Connects, drains QEMU's unsolicited stop reply, negotiates, learns the threads and the
     /// architecture, and resumes the target.
@@ -105,9 +113,9 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
                 _ = try c.request("QPassSignals:" + list)
             }
             if let symbol = kernel?.physBase, physBaseValue == nil {
-                // Read phys_base while the target is freshly stopped (a vCPU in kernel mode is likely):
-                // the PTI fallback needs it exactly when no vCPU can read kernel memory.
-                physBaseValue = try? readLocked(c, address: symbol, count: 8, allowPhysical: false)
+                // phys_base makes the physical fallback for the kernel image one subtraction instead
+                // of a page-table walk per access. Best effort: the walk still works without it.
+                physBaseValue = try? readLocked(c, address: symbol, count: 8, allowPhysical: true)
                     .withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
             }
             if options.resumeAfterConnect {
@@ -153,7 +161,12 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
             c.discardStrayStopReply()
             try c.send("?")
             let stop = try c.waitForStopReply(context: "'?'")
-            let isQEMU = !(try c.request("qqemu.PhyMemMode")).isEmpty
+            let phyMemMode = try c.request("qqemu.PhyMemMode")
+            let isQEMU = !phyMemMode.isEmpty
+            if phyMemMode == Array("1".utf8) {
+                // A client before us died in physical mode: every virtual address would be wrong.
+                _ = try c.request("Qqemu.PhyMemMode:0")
+            }
             let layout = try registerLayout(c, features: features)
             threads = try listThreads(c)
             return Handshake(features: features, isQEMU: isQEMU, layout: layout, threads: threads,
@@ -185,14 +198,14 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
                 throw .missingSymbol(target: name, name: "linux_banner",
                                      purpose: "the identity of a kernel target (the stub offers no qXfer:exec-file either)")
             }
-            let c = try liveConnection()
             let annex = processID.map { String($0, radix: 16) } ?? ""
-            let path = String(decoding: try Self.readXfer(c, object: "exec-file", annex: annex), as: UTF8.self)
+            let path = try withStoppedLocked("identity") { c throws(TargetError) in
+                String(decoding: try Self.readXfer(c, object: "exec-file", annex: annex), as: UTF8.self)
+            }
             var identity = TargetIdentity(kind: .process, path: path)
             // The executable is only readable here when the stub runs on this machine.
-            if Self.isLoopback(host), let file = try? OpenFile(path: path, access: .readOnly, targetName: name, syscalls: c.syscalls),
-               let elf = try? ELFLayout.read(file), let notes = try? elf.notes(file) {
-                identity.buildID = ELFLayout.buildID(in: notes)
+            if Self.isLoopback(host), let buildID = try? ELFFile(path: path).buildID() {
+                identity.buildID = Hex.bytes(buildID, separator: "")
             }
             return identity
         }
@@ -240,12 +253,35 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
     public func programCounters() throws -> [ExecutionContext] {
         try lock.withLock { () throws(TargetError) -> [ExecutionContext] in
             try withStoppedLocked("programCounters") { c throws(TargetError) in
-                threads = try Self.listThreads(c)
+                // QEMU's vCPUs are fixed for the VM's life: list them once. Other stubs (gdbserver's
+                // threads come and go) are asked every time.
+                if threads.isEmpty || !isQEMU { threads = try Self.listThreads(c) }
+                let window = pipelineWindow(c)
+                guard window > 1 else {
+                    var contexts: [ExecutionContext] = []
+                    for thread in threads {
+                        try selectThread(c, thread)
+                        let registers = try c.request("g")
+                        contexts.append(ExecutionContext(id: thread, programCounter: try programCounter(in: registers, thread: thread)))
+                    }
+                    return contexts
+                }
+                // Pipelined (this is inside the pause window): `Hg t` and `g` for every thread in
+                // one burst, answered in order, instead of 2 round trips per vCPU.
+                let list = threads
+                var replies = [[UInt8]](repeating: [], count: list.count * 2)
+                try c.exchange(count: list.count * 2, window: window, context: "Hg/g for \(list.count) threads",
+                               request: { i, out in out.append(contentsOf: Array((i % 2 == 0 ? "Hg" + list[i / 2] : "g").utf8)) },
+                               reply: { i in replies[i] = c.packet; return true })
+                selectedThread = list.last
                 var contexts: [ExecutionContext] = []
-                for thread in threads {
-                    try selectThread(c, thread)
-                    let registers = try c.request("g")
-                    contexts.append(ExecutionContext(id: thread, programCounter: try programCounter(in: registers, thread: thread)))
+                for (n, thread) in list.enumerated() {
+                    guard replies[2 * n] == Array("OK".utf8) else {
+                        selectedThread = nil
+                        threads = []
+                        throw .remoteError(target: name, request: "Hg" + thread, reply: c.preview(replies[2 * n]))
+                    }
+                    contexts.append(ExecutionContext(id: thread, programCounter: try programCounter(in: replies[2 * n + 1], thread: thread)))
                 }
                 return contexts
             }
@@ -259,6 +295,7 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
             guard let c = connection else { return }
             do {
                 if running { try interruptLocked(c) }
+                try setPhysicalMode(c, false)
                 let reply = try c.request(detachPacket)
                 if reply == Array("OK".utf8) { running = true }
             } catch {
@@ -309,6 +346,7 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
         guard let c = connection else { return }
         if !running {
             var framed: [UInt8] = []
+            if physicalMode { RSPConnection.frame(Array("Qqemu.PhyMemMode:0".utf8), into: &framed) }
             RSPConnection.frame(Array(detachPacket.utf8), into: &framed)
             c.queue(raw: framed)
             try? c.flush(during: "detach")
@@ -327,11 +365,14 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
         try c.flush(during: "interrupt")
         let reply = try c.waitForStopReply(context: "interrupt (0x03)")
         running = false
+        kernelRoute = .unknown
+        pageTables = nil
         // QEMU and gdbserver make the thread that reported the stop the general one.
         selectedThread = Self.thread(inStopReply: reply)
     }
 
     private func continueLocked(_ c: RSPConnection) throws(TargetError) {
+        try setPhysicalMode(c, false)
         try c.send("c")
         c.discardStrayStopReply()
         running = true
@@ -367,116 +408,213 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
     /// Kernel addresses (upper half) may fault on a vCPU that runs user code under PTI.
     private static func isKernelAddress(_ address: UInt64) -> Bool { address >= 0x8000_0000_0000_0000 }
 
+    /// The first part of a transfer that failed: its offset in the caller's buffer and the reply.
+    typealias Failure = (offset: Int, reply: [UInt8])
+
     private func readLocked(_ c: RSPConnection, address: UInt64, count: Int, allowPhysical: Bool) throws(TargetError) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: count)
-        guard var failure = try readChunks(c, base: address, into: &out, from: 0) else { return out }
-        if Self.isKernelAddress(address), failure.reply.first == UInt8(ascii: "E") {
-            // PTI: a vCPU stopped in user mode runs on page tables without the kernel. Another vCPU
-            // may be in kernel mode.
+        try access(c, address: address, count: count, verb: "m", allowPhysical: allowPhysical) { base, range throws(TargetError) in
+            try readChunks(c, base: base, into: &out, range: range)
+        }
+        return out
+    }
+
+    private func writeLocked(_ c: RSPConnection, address: UInt64, bytes: [UInt8]) throws(TargetError) {
+        try access(c, address: address, count: bytes.count, verb: "M", allowPhysical: true) { base, range throws(TargetError) in
+            try writeChunks(c, base: base, bytes: bytes, range: range)
+        }
+    }
+
+    /// Moves `count` bytes at `address` with `attempt`, which transfers `range` of the caller's
+    /// buffer taking `base` as the address of the buffer's first byte.
+    ///
+    /// Kernel addresses that fault (QEMU answers E14 when the selected vCPU runs user code on PTI's
+    /// user page tables) are tried on the other vCPUs, then, on QEMU, in physical-memory mode:
+    /// through `phys_base` for the kernel image, else by walking the kernel's page tables. The
+    /// route that worked is kept for the rest of the stop, as no vCPU changes mode while stopped.
+    private func access(_ c: RSPConnection, address: UInt64, count: Int, verb: String, allowPhysical: Bool,
+                        _ attempt: (_ base: UInt64, _ range: Range<Int>) throws(TargetError) -> Failure?) throws(TargetError) {
+        let kernelAddress = Self.isKernelAddress(address)
+        var failure: Failure
+        switch kernelAddress ? kernelRoute : .unknown {
+        case .physical where allowPhysical && isQEMU:
+            guard let f = try physicalAccess(c, address: address, count: count, from: 0, attempt) else { return }
+            failure = f
+        case .thread(let thread):
+            try selectThread(c, thread)
+            fallthrough
+        default:
+            try setPhysicalMode(c, false)
+            guard let f = try attempt(address, 0..<count) else {
+                if kernelAddress, let selectedThread { kernelRoute = .thread(selectedThread) }
+                return
+            }
+            failure = f
+            guard kernelAddress, failure.reply.first == UInt8(ascii: "E") else { break }
             if threads.isEmpty { threads = try Self.listThreads(c) }
             for thread in threads where thread != selectedThread {
                 try selectThread(c, thread)
-                guard let next = try readChunks(c, base: address, into: &out, from: failure.offset) else { return out }
+                guard let next = try attempt(address, failure.offset..<count) else {
+                    kernelRoute = .thread(thread)
+                    return
+                }
                 failure = next
             }
-            if allowPhysical, isQEMU, address >= KernelSymbols.startKernelMap,
-               let base = try? physicalBase(c) {
-                // Every vCPU is in user mode: read the kernel image through physical memory instead.
-                let physical = address - KernelSymbols.startKernelMap &+ base
-                try setPhysicalMode(c, true)
-                let result: Result<(offset: Int, reply: [UInt8])?, TargetError>
-                do throws(TargetError) { result = .success(try readChunks(c, base: physical, into: &out, from: failure.offset)) }
-                catch { result = .failure(error) }
-                try setPhysicalMode(c, false)
-                guard let last = try result.get() else { return out }
-                failure = last
+            if allowPhysical, isQEMU {
+                guard let next = try physicalAccess(c, address: address, count: count, from: failure.offset, attempt) else {
+                    kernelRoute = .physical
+                    return
+                }
+                failure = next
             }
         }
         let at = address &+ UInt64(failure.offset)
-        throw .remoteError(target: name, request: "m \(Hex.address(at)),\(Hex.address(UInt64(min(Self.readChunk, count - failure.offset))))",
+        throw .remoteError(target: name, request: "\(verb) \(Hex.address(at)),\(Hex.address(UInt64(min(Self.readChunk, count - failure.offset))))",
                            reply: failure.reply.isEmpty ? "(no bytes)" : c.preview(failure.reply))
     }
 
-    /// Reads `out[from...]` from `base + from` in chunks, pipelined where the stub allows it.
-    /// Returns nil, or the offset of the first chunk that failed and the stub's reply.
-    private func readChunks(_ c: RSPConnection, base: UInt64, into out: inout [UInt8], from start: Int) throws(TargetError) -> (offset: Int, reply: [UInt8])? {
-        let total = out.count - start
-        let chunks = (total + Self.readChunk - 1) / Self.readChunk
-        let size = out.count
-        var failure: (offset: Int, reply: [UInt8])?
+    /// `attempt` in QEMU's physical-memory mode, one physically contiguous run at a time (the mode
+    /// is switched back before the next virtual access or the resume).
+    private func physicalAccess(_ c: RSPConnection, address: UInt64, count: Int, from start: Int,
+                                _ attempt: (_ base: UInt64, _ range: Range<Int>) throws(TargetError) -> Failure?) throws(TargetError) -> Failure? {
+        try setPhysicalMode(c, true)
+        let result: Result<Failure?, TargetError>
+        do throws(TargetError) {
+            var offset = start
+            var failure: Failure?
+            while offset < count {
+                let virtual = address &+ UInt64(offset)
+                guard let hit = try physicalAddress(c, of: virtual) else {
+                    failure = (offset, Array("(not mapped in the kernel's page tables)".utf8))
+                    break
+                }
+                let end = offset + Int(min(hit.run, UInt64(count - offset)))
+                if let f = try attempt(hit.physical &- UInt64(offset), offset..<end) {
+                    failure = f
+                    break
+                }
+                offset = end
+            }
+            result = .success(failure)
+        } catch {
+            result = .failure(error)
+        }
+        return try result.get()
+    }
+
+    /// The physical address of a kernel virtual address (physical mode on) and how many bytes from
+    /// there are physically contiguous: the kernel image through `phys_base`, anything else (or
+    /// the image when `phys_base` is unknown) through the page tables.
+    private func physicalAddress(_ c: RSPConnection, of virtual: UInt64) throws(TargetError) -> (physical: UInt64, run: UInt64)? {
+        let imageEnd = KernelSymbols.modulesStart
+        if virtual >= KernelSymbols.startKernelMap, virtual < imageEnd, let base = physBaseValue {
+            return (virtual - KernelSymbols.startKernelMap &+ base, imageEnd - virtual)
+        }
+        let tables = try pageTablesLocked(c)
+        let readEntry = { (physical: UInt64) throws(TargetError) -> UInt64 in
+            let request = "m\(String(physical, radix: 16)),8"
+            let reply = try c.request(request)
+            guard let bytes = HexCodec.decode(reply), bytes.count == 8 else {
+                throw .remoteError(target: self.name, request: request + " (page table entry)", reply: c.preview(reply))
+            }
+            return bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+        }
+        var hit = try PageTableWalk.translate(virtual, root: PageTableWalk.kernelRoot(cr3: tables.cr3, pti: true),
+                                              levels: tables.levels, readEntry: readEntry)
+        if hit == nil, tables.cr3 & 0x1000 != 0 {
+            // Without PTI bit 12 of CR3 is an ordinary address bit.
+            hit = try PageTableWalk.translate(virtual, root: PageTableWalk.kernelRoot(cr3: tables.cr3, pti: false),
+                                              levels: tables.levels, readEntry: readEntry)
+        }
+        guard let hit else { return nil }
+        if physBaseValue == nil, virtual >= KernelSymbols.startKernelMap, virtual < imageEnd {
+            // The kernel image is mapped linearly: one translation gives phys_base.
+            physBaseValue = hit.physical &- (virtual - KernelSymbols.startKernelMap)
+        }
+        return (hit.physical, hit.pageSize - (virtual & (hit.pageSize - 1)))
+    }
+
+    /// CR3 and the paging depth (LA57 in CR4) of the selected vCPU, read once per stop.
+    private func pageTablesLocked(_ c: RSPConnection) throws(TargetError) -> (cr3: UInt64, levels: Int) {
+        if let pageTables { return pageTables }
+        let registers = try c.request("g")
+        guard let slots = layout.slots(forReplyBytes: registers.count / 2), let cr3Slot = slots["cr3"], cr3Slot.size == 8 else {
+            throw .notSupported(target: name, operation: "reading kernel memory while every vCPU runs user code",
+                                reason: "no 64-bit cr3 at a known place in the \(registers.count / 2)-byte 'g' reply to walk the page tables from")
+        }
+        let cr3 = try register(cr3Slot, in: registers, what: "cr3")
+        let cr4 = try slots["cr4"].map { slot throws(TargetError) in try register(slot, in: registers, what: "cr4") } ?? 0
+        let tables = (cr3, cr4 & (1 << 12) != 0 ? 5 : 4)
+        pageTables = tables
+        return tables
+    }
+
+    private func register(_ slot: RegisterLayout.Slot, in registers: [UInt8], what: String) throws(TargetError) -> UInt64 {
+        let start = slot.offset * 2, end = start + slot.size * 2
+        guard registers.count >= end, slot.size <= 8, let bytes = HexCodec.decode(Array(registers[start..<end])) else {
+            throw .protocolViolation(target: name, context: "'g' reply",
+                                     expected: "\(what) at byte \(slot.offset) (\(layout.architecture))",
+                                     found: "\(registers.count / 2) register bytes: '\(String(decoding: registers.prefix(40), as: UTF8.self))…'")
+        }
+        return bytes.reversed().reduce(0) { $0 << 8 | UInt64($1) }
+    }
+
+    /// Reads `out[range]` from `base + offset` in chunks, pipelined where the stub allows it.
+    /// Returns nil, or where the first failing chunk starts and the stub's reply.
+    private func readChunks(_ c: RSPConnection, base: UInt64, into out: inout [UInt8], range: Range<Int>) throws(TargetError) -> Failure? {
+        let chunks = (range.count + Self.readChunk - 1) / Self.readChunk
+        var failure: Failure?
         let outcome: TargetError? = out.withUnsafeMutableBytes { buffer in
-          do throws(TargetError) {
-            try c.exchange(count: chunks, window: pipelineWindow(c), context: "m \(Hex.address(base &+ UInt64(start))),\(Hex.address(UInt64(total)))",
-                request: { i, payload in
-                    let offset = start + i * Self.readChunk
-                    payload.append(UInt8(ascii: "m"))
-                    HexCodec.appendNumber(base &+ UInt64(offset), to: &payload)
-                    payload.append(UInt8(ascii: ","))
-                    HexCodec.appendNumber(UInt64(min(Self.readChunk, size - offset)), to: &payload)
-                },
-                reply: { i throws(TargetError) -> Bool in
-                    guard failure == nil else { return false }
-                    let offset = start + i * Self.readChunk
-                    let length = min(Self.readChunk, buffer.count - offset)
-                    let packet = c.packet
-                    if packet.first == UInt8(ascii: "E") || packet.isEmpty {
-                        failure = (offset, packet)
-                        return false
-                    }
-                    let decoded = packet.withUnsafeBufferPointer {
-                        HexCodec.decode($0, into: UnsafeMutableRawBufferPointer(rebasing: buffer[offset..<offset + length]))
-                    }
-                    guard let decoded else {
-                        throw .protocolViolation(target: name, context: "reply to m \(Hex.address(base &+ UInt64(offset)))",
-                                                 expected: "at most \(length * 2) hex digits", found: "'\(c.preview(packet))'")
-                    }
-                    if decoded < length {
-                        // A short reply: the stub read only part of the range; the rest is unreadable.
-                        failure = (offset + decoded, [])
-                        return false
-                    }
-                    return true
-                })
-            return nil
-          } catch { return error }
+            do throws(TargetError) {
+                try c.exchange(count: chunks, window: pipelineWindow(c),
+                               context: "m \(Hex.address(base &+ UInt64(range.lowerBound))),\(Hex.address(UInt64(range.count)))",
+                    request: { i, payload in
+                        let offset = range.lowerBound + i * Self.readChunk
+                        payload.append(UInt8(ascii: "m"))
+                        HexCodec.appendNumber(base &+ UInt64(offset), to: &payload)
+                        payload.append(UInt8(ascii: ","))
+                        HexCodec.appendNumber(UInt64(min(Self.readChunk, range.upperBound - offset)), to: &payload)
+                    },
+                    reply: { i throws(TargetError) -> Bool in
+                        guard failure == nil else { return false }
+                        let offset = range.lowerBound + i * Self.readChunk
+                        let length = min(Self.readChunk, range.upperBound - offset)
+                        let packet = c.packet
+                        if packet.first == UInt8(ascii: "E") || packet.isEmpty {
+                            failure = (offset, packet)
+                            return false
+                        }
+                        let decoded = packet.withUnsafeBufferPointer {
+                            HexCodec.decode($0, into: UnsafeMutableRawBufferPointer(rebasing: buffer[offset..<offset + length]))
+                        }
+                        guard let decoded else {
+                            throw .protocolViolation(target: name, context: "reply to m \(Hex.address(base &+ UInt64(offset)))",
+                                                     expected: "at most \(length * 2) hex digits", found: "'\(c.preview(packet))'")
+                        }
+                        if decoded < length {
+                            // A short reply: the stub read only part of the range; the rest is unreadable.
+                            failure = (offset + decoded, [])
+                            return false
+                        }
+                        return true
+                    })
+                return nil
+            } catch { return error }
         }
         if let outcome { throw outcome }
         return failure
     }
 
-    private func writeLocked(_ c: RSPConnection, address: UInt64, bytes: [UInt8]) throws(TargetError) {
-        guard var failure = try writeChunks(c, base: address, bytes: bytes, from: 0) else { return }
-        if Self.isKernelAddress(address), failure.reply.first == UInt8(ascii: "E") {
-            if threads.isEmpty { threads = try Self.listThreads(c) }
-            for thread in threads where thread != selectedThread {
-                try selectThread(c, thread)
-                guard let next = try writeChunks(c, base: address, bytes: bytes, from: failure.offset) else { return }
-                failure = next
-            }
-            if isQEMU, address >= KernelSymbols.startKernelMap, let base = try? physicalBase(c) {
-                let physical = address - KernelSymbols.startKernelMap &+ base
-                try setPhysicalMode(c, true)
-                let result: Result<(offset: Int, reply: [UInt8])?, TargetError>
-                do throws(TargetError) { result = .success(try writeChunks(c, base: physical, bytes: bytes, from: failure.offset)) }
-                catch { result = .failure(error) }
-                try setPhysicalMode(c, false)
-                guard let last = try result.get() else { return }
-                failure = last
-            }
-        }
-        let at = address &+ UInt64(failure.offset)
-        throw .remoteError(target: name, request: "M \(Hex.address(at)),\(Hex.address(UInt64(min(maxWriteChunk, bytes.count - failure.offset)))):…",
-                           reply: c.preview(failure.reply))
-    }
-
-    private func writeChunks(_ c: RSPConnection, base: UInt64, bytes: [UInt8], from start: Int) throws(TargetError) -> (offset: Int, reply: [UInt8])? {
+    /// Writes `bytes[range]` at `base + offset` in chunks.
+    private func writeChunks(_ c: RSPConnection, base: UInt64, bytes: [UInt8], range: Range<Int>) throws(TargetError) -> Failure? {
         let chunk = maxWriteChunk
-        let chunks = (bytes.count - start + chunk - 1) / chunk
-        var failure: (offset: Int, reply: [UInt8])?
-        try c.exchange(count: chunks, window: pipelineWindow(c), context: "M \(Hex.address(base &+ UInt64(start))),\(Hex.address(UInt64(bytes.count - start)))",
+        let chunks = (range.count + chunk - 1) / chunk
+        var failure: Failure?
+        try c.exchange(count: chunks, window: pipelineWindow(c),
+                       context: "M \(Hex.address(base &+ UInt64(range.lowerBound))),\(Hex.address(UInt64(range.count)))",
             request: { i, payload in
-                let offset = start + i * chunk
-                let length = min(chunk, bytes.count - offset)
+                let offset = range.lowerBound + i * chunk
+                let length = min(chunk, range.upperBound - offset)
                 payload.append(UInt8(ascii: "M"))
                 HexCodec.appendNumber(base &+ UInt64(offset), to: &payload)
                 payload.append(UInt8(ascii: ","))
@@ -487,7 +625,7 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
             reply: { i in
                 guard failure == nil else { return false }
                 if c.packet != Array("OK".utf8) {
-                    failure = (start + i * chunk, c.packet)
+                    failure = (range.lowerBound + i * chunk, c.packet)
                     return false
                 }
                 return true
@@ -502,32 +640,28 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
         (!c.ackMode || isQEMU) ? max(1, options.pipelineWindow) : 1
     }
 
+    /// Switches QEMU between virtual and physical memory access. Physical mode stays on across
+    /// the accesses of one stop (saving two round trips each) and is switched off before any
+    /// virtual access, before the target resumes, and before detaching.
     private func setPhysicalMode(_ c: RSPConnection, _ on: Bool) throws(TargetError) {
+        guard physicalMode != on else { return }
         let request = "Qqemu.PhyMemMode:" + (on ? "1" : "0")
         let reply = try c.request(request)
         guard reply == Array("OK".utf8) else { throw .remoteError(target: name, request: request, reply: c.preview(reply)) }
-    }
-
-    /// The value of `phys_base`: given in the options, read at connect, or read now from a vCPU
-    /// that can see kernel memory.
-    private func physicalBase(_ c: RSPConnection) throws(TargetError) -> UInt64 {
-        if let physBaseValue { return physBaseValue }
-        guard let symbol = kernel?.physBase else {
-            throw .missingSymbol(target: name, name: "phys_base", purpose: "reading kernel memory while every vCPU runs user code (PTI)")
-        }
-        let value = try readLocked(c, address: symbol, count: 8, allowPhysical: false).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
-        physBaseValue = value
-        return value
+        physicalMode = on
     }
 
     private func programCounter(in registers: [UInt8], thread: String) throws(TargetError) -> UInt64 {
-        let start = layout.pcOffset * 2, end = start + layout.pcSize * 2
-        guard registers.count >= end, let bytes = HexCodec.decode(Array(registers[start..<end])) else {
-            throw .protocolViolation(target: name, context: "'g' reply for thread \(thread)",
-                                     expected: "the program counter at byte \(layout.pcOffset) (\(layout.architecture))",
-                                     found: "\(registers.count / 2) register bytes: '\(String(decoding: registers.prefix(40), as: UTF8.self))…'")
+        // The slot depends only on the reply's size; working it out (QEMU's trimmed layout) costs more
+        // than the rest of a stop, so it is remembered (lock held).
+        let size = registers.count / 2
+        let known = pcSlots[size]
+        guard let slot = known ?? layout.slots(forReplyBytes: size)?[layout.pcName] ?? layout.pc else {
+            throw .notSupported(target: name, operation: "programCounters",
+                                reason: "the register description names no program counter (rip, pc, eip)")
         }
-        return bytes.reversed().reduce(0) { $0 << 8 | UInt64($1) }
+        if known == nil { pcSlots[size] = slot }
+        return try register(slot, in: registers, what: "the program counter of thread \(thread)")
     }
 
     // MARK: Handshake helpers
@@ -574,20 +708,22 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
         return threads
     }
 
-    /// The architecture from `target.xml` when the stub offers it, else x86-64.
+    /// The register layout from `target.xml` (and its includes) when the stub offers it, else
+    /// x86-64's general registers.
     static func registerLayout(_ c: RSPConnection, features: [String: String]) throws(TargetError) -> RegisterLayout {
-        guard features["qXfer:features:read"] == "+" else { return .x86_64 }
+        guard features["qXfer:features:read"] == "+" else { return .x86_64Fallback }
         let xml = String(decoding: try readXfer(c, object: "features", annex: "target.xml"), as: UTF8.self)
-        guard let open = xml.firstRange(of: "<architecture>"),
-              let close = xml[open.upperBound...].firstRange(of: "</architecture>") else { return .x86_64 }
-        let architecture = String(xml[open.upperBound..<close.lowerBound]).trimmingWhitespace()
+        if let layout = try RegisterLayout.parse(xml, fetch: { name throws(TargetError) in
+            String(decoding: try readXfer(c, object: "features", annex: name), as: UTF8.self)
+        }), layout.pc != nil {
+            return layout
+        }
+        let architecture = RegisterLayout.element("architecture", in: xml) ?? "i386:x86-64"
         switch architecture {
-        case "i386:x86-64", "i386:x86-64:intel": return .x86_64
-        case "i386", "i386:intel": return .i386
-        case let a where a.hasPrefix("aarch64"): return .aarch64
+        case "i386:x86-64", "i386:x86-64:intel": return .x86_64Fallback
         default:
             throw .notSupported(target: c.name, operation: "reading program counters",
-                                reason: "architecture '\(architecture)' (x86-64, i386 and aarch64 are known)")
+                                reason: "architecture '\(architecture)' without a register description naming its program counter")
         }
     }
 

@@ -1,3 +1,6 @@
+import ELF
+import Symbols
+
 /// The addresses of the few kernel symbols the targets need: where to read the kernel's identity
 /// and the values that translate virtual to physical addresses. They come from the live kernel's
 /// symbol table (`/proc/kallsyms` of the guest, or System.map), so KASLR is already applied.
@@ -29,9 +32,17 @@ public struct KernelSymbols: Sendable, Hashable {
                   pageOffsetBase: lookup("page_offset_base"))
     }
 
+    /// The symbols from a kernel symbol table (the live kernel's kallsyms, or System.map). Module
+    /// symbols are ignored: these all live in the kernel image.
+    public init(index: SymbolIndex) {
+        self.init { name in index.symbols(named: name).first { $0.module == nil }?.address }
+    }
+
     /// `__START_KERNEL_map`: kernel text is mapped at this virtual address plus its physical address
     /// minus `phys_base` (x86-64).
     public static let startKernelMap: UInt64 = 0xffff_ffff_8000_0000
+    /// Where the module area begins (MODULES_VADDR): the kernel image lies below it.
+    public static let modulesStart: UInt64 = 0xffff_ffff_c000_0000
 
     /// Reads the kernel's identity through `read`: the banner (and the release in it) and the GNU
     /// build-id from the notes. Throws when neither symbol is known: an identity that knows nothing
@@ -67,8 +78,8 @@ public struct KernelSymbols: Sendable, Hashable {
                                                offset: start, expected: "at most 64 KiB", found: "\(stop - start) bytes")
             }
             let bytes = try read(start, Int(stop - start))
-            let notes = try ELFLayout.parseNotes(bytes, alignment: 4, file: "\(target) kernel notes", baseOffset: start)
-            identity.buildID = ELFLayout.buildID(in: notes)
+            let notes = try MemoryNotes.parse(bytes, source: "\(target) kernel notes", address: start)
+            identity.buildID = MemoryNotes.buildID(in: notes)
         }
         return identity
     }

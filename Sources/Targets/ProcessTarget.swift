@@ -1,3 +1,4 @@
+import Foundation
 import Dispatch
 import ELF
 import Glibc
@@ -89,9 +90,12 @@ public final class ProcessTarget: MemoryTarget, @unchecked Sendable {
         }
         let path = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
         // /proc/PID/exe opens the very file the process runs, even if it was replaced or deleted.
-        let file = try OpenFile(path: "/proc/\(pid)/exe", access: .readOnly, targetName: name, syscalls: syscalls)
-        let layout = try ELFLayout.read(file)
-        return TargetIdentity(kind: .process, buildID: ELFLayout.buildID(in: try layout.notes(file)), path: path)
+        do {
+            let buildID = try ELFFile(path: "/proc/\(pid)/exe").buildID()
+            return TargetIdentity(kind: .process, buildID: buildID.map { Hex.bytes($0, separator: "") }, path: path)
+        } catch {
+            throw processGoneOr(.elf(error))
+        }
     }
 
     public func read(at address: UInt64, count: Int) throws -> [UInt8] {
@@ -202,6 +206,9 @@ public final class ProcessTarget: MemoryTarget, @unchecked Sendable {
                     seized.append(tid)
                 } catch {
                     if error.code == ESRCH && tid != pid { continue }   // the thread exited meanwhile
+                    // The kernel refuses to attach to a thread that is exiting (EPERM): it is not
+                    // running user code any more, so it cannot be inside a hunk. Skip it.
+                    if error.code == EPERM && tid != pid && Self.isExiting(pid: pid, tid: tid) { continue }
                     let failure = ptraceFailure(error, tid: tid)
                     stopAndDetach(seized)
                     detachAll()
@@ -234,6 +241,7 @@ public final class ProcessTarget: MemoryTarget, @unchecked Sendable {
     private func waitForStop(_ tid: Int32) throws(TargetError) -> Int32? {
         let deadline = Deadline.after(seconds: options.stopTimeout)
         var pause: UInt32 = 10
+        var spins = 0
         while true {
             let result: (pid: pid_t, status: Int32)
             do { result = try syscalls.waitpid(tid, options: WNOHANG | Self.waitAll) } catch {
@@ -256,9 +264,15 @@ public final class ProcessTarget: MemoryTarget, @unchecked Sendable {
                 throw .timeout(target: name, waitingFor: "thread \(tid) to stop (state \(Self.status(of: tid)?.state ?? "?"))",
                                seconds: options.stopTimeout)
             }
-            // Stops take microseconds; poll briefly first, then back off.
-            usleep(pause)
-            pause = min(pause * 2, 1000)
+            // A stop takes microseconds: yield the CPU (the tracee may need it to get there) for the
+            // first polls, then back off with sleeps.
+            if spins < 64 {
+                spins += 1
+                sched_yield()
+            } else {
+                usleep(pause)
+                pause = min(pause * 2, 1000)
+            }
         }
     }
 
@@ -272,9 +286,13 @@ public final class ProcessTarget: MemoryTarget, @unchecked Sendable {
 
     private func detachAll() {
         for (tid, signal) in threads {
-            // ESRCH: the thread died meanwhile; nothing left to detach.
-            _ = try? syscalls.ptrace(PtraceRequest.detach, tid, address: nil,
-                                     data: UnsafeMutableRawPointer(bitPattern: Int(signal)))
+            do {
+                try syscalls.ptrace(PtraceRequest.detach, tid, address: nil, data: UnsafeMutableRawPointer(bitPattern: Int(signal)))
+            } catch {
+                // ESRCH: the thread died meanwhile (killed while stopped). Its exit is reported to
+                // the tracer, and it lingers as a zombie until collected: collect it.
+                _ = try? syscalls.waitpid(tid, options: WNOHANG | Self.waitAll)
+            }
         }
         threads = [:]
     }
@@ -333,6 +351,18 @@ public final class ProcessTarget: MemoryTarget, @unchecked Sendable {
         }
         if tids.isEmpty { throw .processExited(pid: pid, detail: "it has no threads left") }
         return tids
+    }
+
+    /// Whether a thread is gone or on its way out: no stat file, a zombie/dead state, or PF_EXITING
+    /// (0x4) in the flags field of /proc/PID/task/TID/stat.
+    static func isExiting(pid: Int32, tid: Int32) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/task/\(tid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return true }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        // fields[0] is the state, fields[6] the flags (field 9 of stat(5)).
+        guard fields.count > 6 else { return true }
+        if fields[0] == "Z" || fields[0] == "X" || fields[0] == "x" { return true }
+        return (UInt64(fields[6]) ?? 0) & 0x4 != 0
     }
 
     private func ptraceFailure(_ error: SystemCallError, tid: Int32) -> TargetError {

@@ -39,6 +39,8 @@ public enum TargetError: Error, CustomStringConvertible, Sendable, Equatable {
     case watchdogResumed(target: String, seconds: Double)
     /// An ELF structure (kcore, core file, executable) is not what it must be.
     case malformedELF(file: String, structure: String, offset: UInt64, expected: String, found: String)
+    /// The ELF module could not read a file (its error names the file, structure and offset).
+    case elf(ELFError)
     /// A kernel symbol needed for this operation is not known.
     case missingSymbol(target: String, name: String, purpose: String)
     /// Signal guard problems (already installed, pipe creation failed).
@@ -82,6 +84,8 @@ public enum TargetError: Error, CustomStringConvertible, Sendable, Equatable {
             return "\(target): the watchdog resumed the target after a stop held over \(seconds) s; start the operation again"
         case let .malformedELF(file, structure, offset, expected, found):
             return "\(file): \(structure) at offset \(Hex.address(offset)): expected \(expected), found \(found)"
+        case let .elf(error):
+            return error.description
         case let .missingSymbol(target, name, purpose):
             return "\(target): symbol '\(name)' is not known (needed for \(purpose))"
         case let .signalGuard(detail):

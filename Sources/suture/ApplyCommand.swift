@@ -36,8 +36,9 @@ struct ApplyCommand: ParsableCommand {
 
     func run() throws {
         try running("apply") {
-            let bundle = try PatchBundle.load(path: bundlePath)
+            let loaded = try PatchBundle.load(path: bundlePath)
             let session = try targetOptions.open()
+            let bundle = session.bind(loaded)
             let result = try session.engine(journal: targetOptions.journal)
                 .apply(bundle, options: try writeOptions.preflightOptions(), dryRun: writeOptions.dryRun)
             print(PatchReport.apply(result, target: session.name))

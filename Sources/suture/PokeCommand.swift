@@ -11,6 +11,7 @@ struct PokeCommand: ParsableCommand {
 
     @OptionGroup var targetOptions: TargetOptions
     @OptionGroup var writeOptions: WriteOptions
+    @OptionGroup var referenceOptions: ReferenceOptions
 
     @Argument(help: ArgumentHelp("Where: nfs_flock+0x2f, \"nfs_flock [nfs]+0x2f\", 0xffffffffc03b228f.", valueName: "expr"))
     var expression: String
@@ -30,7 +31,9 @@ struct PokeCommand: ParsableCommand {
             guard let replacement = Hex.parseBytes(write) else { throw ValidationError("--write: not hex bytes: \(write)") }
             let session = try targetOptions.open()
             let place = try session.resolve(expression)
-            let bundle = try HandPatch(target: session.target, symbols: session.symbols)
+            let reference = try referenceOptions.reference(for: place, session: session)
+            if let reference { print("whole function checked against \(reference.path)") }
+            let bundle = try HandPatch(target: session.target, symbols: session.symbols, reference: reference)
                 .poke(at: place.address, expected: expected, replacement: replacement)
             try save.map { try bundle.save(path: $0) }
             let result = try session.engine(journal: targetOptions.journal)
@@ -47,6 +50,7 @@ struct FlipCommand: ParsableCommand {
 
     @OptionGroup var targetOptions: TargetOptions
     @OptionGroup var writeOptions: WriteOptions
+    @OptionGroup var referenceOptions: ReferenceOptions
 
     @Argument(help: ArgumentHelp("Where the jump is: \"nfs_flock [nfs]+0x2f\".", valueName: "expr"))
     var expression: String
@@ -58,7 +62,10 @@ struct FlipCommand: ParsableCommand {
         try running("flip") {
             let session = try targetOptions.open()
             let place = try session.resolve(expression)
-            let bundle = try HandPatch(target: session.target, symbols: session.symbols).flip(at: place.address)
+            let reference = try referenceOptions.reference(for: place, session: session)
+            if let reference { print("whole function checked against \(reference.path)") }
+            let bundle = try HandPatch(target: session.target, symbols: session.symbols, reference: reference)
+                .flip(at: place.address)
             try save.map { try bundle.save(path: $0) }
             print(bundle.description ?? "")
             let result = try session.engine(journal: targetOptions.journal)

@@ -8,8 +8,8 @@ struct Suture: ParsableCommand {
         subcommands: [
             LabCommand.self, SymbolsCommand.self, DisasmCommand.self, LocateCommand.self,
             ReadCommand.self, PokeCommand.self, FlipCommand.self,
-            DiffCommand.self, ApplyCommand.self, RevertCommand.self, StatusCommand.self, RecoverCommand.self,
-            BenchCommand.self, KmodCommand.self,
+            DiffCommand.self, ApplyCommand.self, RevertCommand.self, StatusCommand.self, RecoverCommand.self, PsCommand.self,
+            DemoCommand.self, BenchCommand.self, KmodCommand.self,
         ]
     )
 }

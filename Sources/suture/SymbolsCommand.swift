@@ -2,6 +2,7 @@ import ArgumentParser
 import ELF
 import Foundation
 import Symbols
+import Targets
 
 /// `suture symbols`: look symbols up by name, address or expression in a kallsyms, a System.map or
 /// an ELF file.
@@ -15,7 +16,9 @@ struct SymbolsCommand: ParsableCommand {
             "nfs_flock [nfs]+0x2f", nfs_flock/2+0x10 (the 2nd nfs_flock in address order), sym+47 \
             (decimal), sym-0x4. Columns: address, type letter, size, module, name, and where the \
             address is (sym+0xoff) or which of several same-named symbols it is (name/N).
-            Reads /proc/kallsyms unless a source is given.
+            Reads /proc/kallsyms unless a source is given. With -t pid:N, the symbols of a running \
+            process: its executable's and each mapped library's (module = the library's file name, \
+            libfoo.so:parse_header or "parse_header [libfoo.so]"), at their live addresses.
             """)
 
     @Option(name: .long, help: ArgumentHelp("A kallsyms file.", valueName: "file"))
@@ -24,8 +27,14 @@ struct SymbolsCommand: ParsableCommand {
     @Option(name: .customLong("system-map"), help: ArgumentHelp("A System.map (or `nm -n` output).", valueName: "file"))
     var systemMap: String?
 
-    @Option(name: .long, help: ArgumentHelp("An ELF file (vmlinux, a .ko, a program): its symbol tables.", valueName: "file"))
+    @Option(name: .long, help: ArgumentHelp("An ELF file (vmlinux, a .ko, a program): its symbol tables. With -t pid:N: symbols for a stripped mapped file of the same build-id.", valueName: "file"))
     var elf: String?
+
+    @Option(name: [.short, .long], help: ArgumentHelp("A running process, pid:N: the symbols of its mapped files at their live addresses.", valueName: "target"))
+    var target: String?
+
+    @Option(name: .customLong("string"), help: ArgumentHelp("With -t pid:N: where this text lies in the read-only data of the process' files (live addresses, e.g. to poke a string).", valueName: "text"))
+    var strings: [String] = []
 
     @Flag(name: .long, help: "Print a JSON array instead of columns.")
     var json = false
@@ -38,13 +47,19 @@ struct SymbolsCommand: ParsableCommand {
         guard sources.count <= 1 else {
             throw ValidationError("give at most one of --kallsyms, --system-map, --elf")
         }
-        guard !queries.isEmpty else { throw ValidationError("give at least one name, address or expression") }
+        if target != nil, kallsyms != nil || systemMap != nil {
+            throw ValidationError("-t pid:N reads the process' own files: give --elf FILE (for a stripped one), not --kallsyms or --system-map")
+        }
+        guard !queries.isEmpty || !strings.isEmpty else { throw ValidationError("give at least one name, address or expression") }
+        if !strings.isEmpty, target == nil { throw ValidationError("--string searches a live process: give -t pid:N") }
+        if !strings.isEmpty, json { throw ValidationError("--string prints lines, not JSON: leave out --json") }
     }
 
     func run() throws {
         let index: SymbolIndex
+        let snapshot: ProcessSymbols.Snapshot?
         do {
-            index = try loadIndex()
+            (index, snapshot) = try loadIndex()
         } catch {
             printError("\(error)")
             throw ExitCode(1)
@@ -69,12 +84,36 @@ struct SymbolsCommand: ParsableCommand {
         } else {
             printColumns(rows)
         }
+        if let snapshot {
+            for text in strings {
+                let found = ProcessSymbols.occurrences(of: Array(text.utf8), pid: snapshot.pid, images: snapshot.images)
+                if found.isEmpty {
+                    printError("\"\(text)\": not in the read-only data of any file mapped in pid \(snapshot.pid)")
+                    failed = true
+                }
+                for o in found {
+                    print("\(Hex.padded(o.address))  \(o.module ?? o.path)  \(o.section)+\(Hex.address(o.sectionOffset))  \"\(text)\"")
+                }
+            }
+        }
         if failed { throw ExitCode(1) }
     }
 
     // MARK: Sources
 
-    private func loadIndex() throws -> SymbolIndex {
+    private func loadIndex() throws -> (SymbolIndex, ProcessSymbols.Snapshot?) {
+        if let target {
+            guard case let .process(pid) = try TargetSpec.parse(target) else {
+                throw Failure("-t \(target): symbols reads live processes (pid:N); for a kernel give --kallsyms, --system-map or --elf")
+            }
+            let snapshot = try ProcessSymbols.snapshot(pid: pid, options: .init(symbolFiles: elf.map { [$0] } ?? []))
+            for note in snapshot.notes where !queries.isEmpty { printError("note: " + note) }
+            return (snapshot.index, snapshot)
+        }
+        return (try loadFileIndex(), nil)
+    }
+
+    private func loadFileIndex() throws -> SymbolIndex {
         if let elf {
             let file = try ELFFile(path: elf)
             return try SymbolIndex(elf: file, module: Self.moduleName(ofObject: elf))

@@ -18,7 +18,7 @@ struct TargetOptions: ParsableArguments {
     @Option(name: .customLong("system-map"), help: ArgumentHelp("Symbols of the target from a System.map.", valueName: "file"))
     var systemMap: String?
 
-    @Option(name: .long, help: ArgumentHelp("Symbols from an ELF file (for file: targets, the file itself).", valueName: "file"))
+    @Option(name: .long, help: ArgumentHelp("Symbols from an ELF file (for file: targets, the file itself; for pid:N, an unstripped copy of the executable or a library, matched by build-id).", valueName: "file"))
     var elf: String?
 
     @Option(name: .customLong("state-dir"), help: ArgumentHelp("The journal's folder (default $SUTURE_STATE_DIR or /var/lib/suture).", valueName: "dir"))
@@ -29,6 +29,8 @@ struct TargetOptions: ParsableArguments {
     /// Opens the target and gathers its symbols.
     func open() throws -> TargetSession {
         let spec = try TargetSpec.parse(target)
+        if case let .process(pid) = spec { return try Self.openProcess(pid: pid, name: spec.description, symbolFile: elf,
+                                                                        otherSources: kallsyms ?? systemMap) }
         let explicit = try explicitSymbols()
         switch spec {
         case let .gdb(host, port):
@@ -42,11 +44,11 @@ struct TargetOptions: ParsableArguments {
                 let kallsyms = try lab.kallsyms()
                 return SymbolIndex(try KallsymsParser.parse(kallsyms.text, file: kallsyms.path))
             }()
+            let lease = try LabGDBLease()
             let target = try GDBRemoteTarget(host: "127.0.0.1", port: state.gdbPort, kernel: Self.kernelSymbols(symbols))
-            return TargetSession(name: "lab", target: target, symbols: symbols)
-        case let .process(pid):
-            let symbols = try explicit ?? ProcessSymbols.load(pid: pid)
-            return TargetSession(name: spec.description, target: try ProcessTarget(pid: pid), symbols: symbols)
+            return TargetSession(name: "lab", target: target, symbols: symbols, lease: lease)
+        case .process:
+            fatalError("handled above")
         case let .file(path):
             let symbols = try explicit ?? SymbolIndex(elf: ELFFile(path: path))
             return TargetSession(name: spec.description, target: try FileTarget(path: path), symbols: symbols)
@@ -89,6 +91,22 @@ struct TargetOptions: ParsableArguments {
         return nil
     }
 
+    /// A process with the symbols of every mapped file, shifted by its load bias; `--elf` supplies
+    /// symbols for a stripped file of the same build-id.
+    static func openProcess(pid: Int32, name: String, symbolFile: String?, otherSources: String?) throws -> TargetSession {
+        if let otherSources {
+            throw CommandFailure("\(otherSources): -t pid:N reads the symbols of the process' own files; give --elf FILE for a stripped one")
+        }
+        let target = try ProcessTarget(pid: pid)
+        do {
+            let snapshot = try ProcessSymbols.snapshot(pid: pid, options: .init(symbolFiles: symbolFile.map { [$0] } ?? []))
+            return TargetSession(name: name, target: target, symbols: snapshot.index, process: snapshot)
+        } catch {
+            target.close()
+            throw error
+        }
+    }
+
     static func procKallsyms() throws -> SymbolIndex {
         SymbolIndex(try KallsymsParser.parse(try readWhole("/proc/kallsyms"), file: "/proc/kallsyms"))
     }
@@ -112,13 +130,20 @@ final class TargetSession {
     let name: String
     let target: MemoryTarget
     let symbols: SymbolIndex?
+    /// For pid:N: the mapped files and where their symbols came from.
+    let process: ProcessSymbols.Snapshot?
     /// Resumes the target on SIGINT/SIGTERM: a stopped kernel or process must never be left behind.
     private let signalGuard: SignalGuard?
+    /// The lab's gdbstub turn (LabGDBLease), released after the target is closed.
+    private let lease: AnyObject?
 
-    init(name: String, target: MemoryTarget, symbols: SymbolIndex?) {
+    init(name: String, target: MemoryTarget, symbols: SymbolIndex?, process: ProcessSymbols.Snapshot? = nil,
+         lease: AnyObject? = nil) {
         self.name = name
+        self.lease = lease
         self.target = target
         self.symbols = symbols
+        self.process = process
         signalGuard = try? SignalGuard.install()
         signalGuard?.protect(target)
     }
@@ -146,6 +171,17 @@ final class TargetSession {
             return ResolvedAddress(address: a, symbol: found?.symbol, offset: found?.offset ?? 0)
         }
         guard let symbols else { throw CommandFailure("\(text): no symbols for \(name) (give --kallsyms, --system-map or --elf)") }
-        return try expression.resolve(in: symbols)
+        do { return try expression.resolve(in: symbols) } catch {
+            // A name missing from a stripped process: say why, and how to give its symbols.
+            guard let notes = process?.notes, !notes.isEmpty else { throw error }
+            throw CommandFailure("\(error)\n" + notes.map { "note: " + $0 }.joined(separator: "\n"))
+        }
+    }
+
+    /// A bundle made from one file, narrowed to that file's image in this process (see
+    /// `ProcessBinding`); other bundles and targets pass unchanged.
+    func bind(_ bundle: PatchBundle) -> PatchBundle {
+        guard let process, let symbols else { return bundle }
+        return ProcessBinding.bind(bundle, images: process.images, symbols: symbols).bundle
     }
 }

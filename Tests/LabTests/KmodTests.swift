@@ -5,7 +5,7 @@ import ELF
 @testable import Lab
 
 /// The helper module (kmod/suture.c) built against Debian's headers and exercised in the lab guest.
-@Suite("Kernel module /dev/suture (Debian 6.1 headers, lab guest)", .serialized)
+@Suite("Kernel module /dev/suture (Debian 6.1 headers, lab guest)", .serialized, .labVMExclusive)
 struct KmodTests {
     static let release = Ingredients.kernelRelease
 

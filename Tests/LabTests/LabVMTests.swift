@@ -6,7 +6,7 @@ import TestSupport
 
 /// The lab against a real QEMU and the real Debian kernel. Serialized: two VMs on two cores
 /// would slow each other past the boot timeouts. Each boot is reused for several checks.
-@Suite("Lab VM (QEMU, Debian 6.1 kernel)", .serialized)
+@Suite("Lab VM (QEMU, Debian 6.1 kernel)", .serialized, .labVMExclusive)
 struct LabVMTests {
     @Test("status, exec and kallsyms when no VM runs")
     func statusWhenDown() throws {

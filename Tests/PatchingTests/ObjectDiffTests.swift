@@ -208,7 +208,15 @@ import TestSupport
         // readelf: the string is where the edit says, in the original.
         let rodata = try ReadelfOracle.hexDump(built.original.path, section: edit.section)
         #expect(Array(rodata[Int(edit.offset)..<Int(edit.offset) + 11]) == edit.original)
-        #expect(edit.hunk == nil && edit.notApplicable != nil)
+        // A linked image keeps its layout: the hunk writes the patched build's bytes there, named
+        // from a symbol of the image (nm's address of it plus the offset is the string's address).
+        let hunk = try #require(edit.hunk)
+        #expect(edit.notApplicable == nil)
+        #expect(hunk.expected == edit.original + [0] && hunk.replacement == edit.patched + [0])
+        let nm = try Fixtures.check("nm", [built.original.path])
+        let anchor = try #require(nm.split(separator: "\n").first { $0.hasSuffix(" " + (hunk.symbol ?? "?")) })
+        let section = try #require(try ELFFile(path: built.original.path).section(named: edit.section))
+        #expect(UInt64(anchor.split(separator: " ")[0], radix: 16)! + hunk.offset == section.address + edit.offset)
     }
 
     @Test func objectAgainstLibraryIsIncompatible() throws {

@@ -108,4 +108,29 @@ struct FileTargetTests {
         #expect(try target.read(at: base + flock.value + 0x2f, count: 2) == [0x74, 0x39])
         #expect(try target.identity().buildID == (try Self.buildID(module)))
     }
+
+    @Test func compressedModuleIsReadableNotWritable() throws {
+        let kernel = try Fixtures.debianKernel()
+        let folder = try Fixtures.temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let plain = folder.appendingPathComponent("nfs.ko")
+        try FileManager.default.copyItem(at: kernel.nfsKo, to: plain)
+        try Fixtures.check("xz", ["-k", "-T1", plain.path])
+        let compressed = folder.appendingPathComponent("nfs.ko.xz")
+        let plainTarget = try FileTarget(path: plain.path)
+        let target = try FileTarget(path: compressed.path)
+        defer { target.close(); plainTarget.close() }
+        #expect(target.elf.compression == "xz")
+        #expect(target.capabilities == [])
+        let flock = try Self.symbol("nfs_flock", in: plain)
+        let base = try #require(target.sectionAddress(named: flock.section))
+        #expect(base == plainTarget.sectionAddress(named: flock.section))
+        #expect(try target.read(at: base + flock.value, count: 0x40) == plainTarget.read(at: base + flock.value, count: 0x40))
+        let error = #expect(throws: TargetError.self) { try target.write(at: base + flock.value + 0x2f, bytes: [0x75]) }
+        guard case .notSupported? = error else {
+            Issue.record("expected notSupported, got \(String(describing: error))")
+            return
+        }
+        #expect(try target.identity().buildID == (try Self.buildID(plain)))
+    }
 }

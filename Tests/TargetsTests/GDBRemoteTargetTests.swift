@@ -115,4 +115,46 @@ import TestSupport
         #expect(live == (try TargetFixtures.fileBytes(library, offset: offset, count: count)))
         print("gdbserver: read \(count) bytes in \(String(format: "%.3f", elapsed)) s")
     }
+
+    @Test func processIdentityThroughExecFile() throws {
+        let executable = try TargetFixtures.loopProgram()
+        let program = try LiveProgram(executable)
+        defer { program.stop() }
+        let (server, port) = try TargetFixtures.startGDBServer(attachingTo: program.pid)
+        defer { server.kill() }
+        let target = try GDBRemoteTarget(host: "127.0.0.1", port: port)
+        defer { target.close() }
+        #expect(target.features["qXfer:exec-file:read"] == "+")
+        let identity = try target.identity()
+        #expect(identity.kind == .process)
+        #expect(identity.path == executable.resolvingSymlinksInPath().path)
+        let buildID = try FileTargetTests.buildID(executable)
+        #expect(buildID != nil && identity.buildID == buildID)
+    }
+
+    @Test func watchdogResumesALongStop() throws {
+        let executable = try TargetFixtures.loopProgram()
+        let program = try LiveProgram(executable)
+        defer { program.stop() }
+        let (server, port) = try TargetFixtures.startGDBServer(attachingTo: program.pid)
+        defer { server.kill() }
+        var options = GDBRemoteTarget.Options()
+        options.watchdogSeconds = 0.3
+        let target = try GDBRemoteTarget(host: "127.0.0.1", port: port, options: options)
+        defer { target.close() }
+        let check = try #require(program.printed["check"])
+        try target.stop()
+        usleep(100_000)   // lines printed just before the stop may still be in the pipe
+        let stoppedAt = program.linesSeen
+        usleep(100_000)
+        #expect(program.linesSeen == stoppedAt)   // really stopped
+        try program.waitForLine(after: stoppedAt, timeout: 5) { $0.hasPrefix("result") }   // then resumed
+        // The operation that held the stop learns about it instead of writing into a running target.
+        #expect(throws: TargetError.watchdogResumed(target: target.name, seconds: 0.3)) {
+            try target.write(at: check, bytes: [0x90])
+        }
+        try target.resume()   // acknowledges
+        #expect(try target.read(at: check, count: 4).count == 4)
+        try program.waitForLine(after: program.linesSeen) { $0 == "result 1" }
+    }
 }

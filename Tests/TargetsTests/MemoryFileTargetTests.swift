@@ -40,7 +40,7 @@ import TestSupport
     }
 
     static func write(_ bytes: [UInt8], at offset: UInt64, to file: URL) throws {
-        if !FileManager.default.fileExists(atPath: file.path) { FileManager.default.createFile(atPath: file.path, contents: nil) }
+        if !FileManager.default.fileExists(atPath: file.path) { _ = FileManager.default.createFile(atPath: file.path, contents: nil) }
         let handle = try FileHandle(forWritingTo: file)
         defer { try? handle.close() }
         try handle.seek(toOffset: offset)

@@ -136,13 +136,23 @@ import TestSupport
         let program = try LiveProgram(executable, arguments: ["1"])
         defer { program.stop() }
         let check = try #require(program.printed["check"])
-        let target = try ProcessTarget(pid: program.pid)
+        var options = ProcessTarget.Options()
+        options.watchdogSeconds = nil
+        let target = try ProcessTarget(pid: program.pid, options: options)
         defer { target.close() }
         try target.stop()
         kill(program.pid, SIGKILL)
-        // Wait until the kernel has torn the process down (zombie or reaped).
+        // Wait until the kernel has torn the process down: the leader a zombie (or reaped) and no
+        // thread holding the memory any more (a task's status loses its Vm lines when it lets go).
         let end = Date().addingTimeInterval(5)
-        while let state = program.state, state != "Z", Date() < end { usleep(1000) }
+        while Date() < end {
+            let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(program.pid)/task")) ?? []
+            let holding = tasks.contains { tid in
+                (try? String(contentsOfFile: "/proc/\(program.pid)/task/\(tid)/status", encoding: .utf8))?.contains("VmRSS:") ?? false
+            }
+            if program.state == nil || (program.state == "Z" && !holding) { break }
+            usleep(1000)
+        }
 
         let readError = #expect(throws: TargetError.self) { try target.read(at: check, count: 4) }
         guard case .processExited(let pid, _)? = readError else {

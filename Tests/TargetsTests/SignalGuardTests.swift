@@ -50,8 +50,10 @@ import TestSupport
         guardian.protect(target)
 
         try target.stop()
+        // Lines printed just before the stop may still be in the pipe: let the reader drain them.
+        usleep(100_000)
         let stoppedAt = program.linesSeen
-        usleep(20_000)
+        usleep(50_000)
         #expect(program.linesSeen == stoppedAt)
         kill(getpid(), SIGUSR2)
         #expect(Self.waitUntil(5) { guardian.handledSignals == [SIGUSR2] })

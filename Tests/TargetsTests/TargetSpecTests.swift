@@ -1,3 +1,4 @@
+import Symbols
 import Testing
 @testable import Targets
 
@@ -37,5 +38,27 @@ struct TargetSpecTests {
         }
         #expect(quoted == text && !reason.isEmpty)
         #expect(error!.description.contains("gdb:HOST:PORT"))
+    }
+}
+
+
+struct KernelSymbolsTests {
+    @Test func fromASymbolIndexIgnoringModules() {
+        let index = SymbolIndex([
+            SymbolRecord(name: "linux_banner", address: 0xffff_ffff_8200_00a0, kind: "R", size: nil, module: nil, section: nil, isFunction: false),
+            SymbolRecord(name: "phys_base", address: 0xffff_ffff_82a1_2010, kind: "D", size: nil, module: nil, section: nil, isFunction: false),
+            SymbolRecord(name: "__start_notes", address: 0xffff_ffff_824c_1990, kind: "R", size: nil, module: nil, section: nil, isFunction: false),
+            SymbolRecord(name: "__stop_notes", address: 0xffff_ffff_824c_1b88, kind: "R", size: nil, module: nil, section: nil, isFunction: false),
+            SymbolRecord(name: "page_offset_base", address: 0xffff_ffff_c000_0000, kind: "d", size: nil, module: "fake", section: nil, isFunction: false),
+        ])
+        let symbols = KernelSymbols(index: index)
+        #expect(symbols == KernelSymbols(linuxBanner: 0xffff_ffff_8200_00a0, startNotes: 0xffff_ffff_824c_1990,
+                                         stopNotes: 0xffff_ffff_824c_1b88, physBase: 0xffff_ffff_82a1_2010, pageOffsetBase: nil))
+    }
+
+    @Test func releaseFromBanner() {
+        #expect(KernelSymbols.release(fromBanner: "Linux version 6.1.0-56-amd64 (debian-kernel@lists.debian.org) (gcc-12) #1 SMP") == "6.1.0-56-amd64")
+        #expect(KernelSymbols.release(fromBanner: "Linux version") == nil)
+        #expect(KernelSymbols.release(fromBanner: "Hello version 1 2") == nil)
     }
 }

@@ -22,7 +22,6 @@ final class RSPConnection {
     /// The last stop reply that arrived while something else was awaited (a stale or unsolicited one).
     private(set) var strayStopReply: [UInt8]?
 
-    private let debug = getenv("SUTURE_RSP_DEBUG") != nil
     private var inbox: [UInt8] = []
     private var inboxStart = 0
     private var outbox: [UInt8] = []
@@ -120,7 +119,6 @@ final class RSPConnection {
             do throws(SystemCallError) { return .success(try syscalls.sendAll(fd, raw, until: deadline)) }
             catch { return .failure(error) }
         }
-        if debug { let line = "-> \(String(decoding: outbox.prefix(200), as: UTF8.self))\n"; _ = line.withCString { Glibc.write(2, $0, strlen($0)) } }
         outbox.removeAll(keepingCapacity: true)
         switch outcome {
         case .success(true): return
@@ -152,7 +150,6 @@ final class RSPConnection {
                     inboxStart = 0
                 }
                 inbox.append(contentsOf: receiveBuffer[0..<n])
-                if debug { let line = "<- \(String(decoding: receiveBuffer[0..<min(n, 200)], as: UTF8.self))\n"; _ = line.withCString { Glibc.write(2, $0, strlen($0)) } }
             case .failure(let error):
                 if error.code == ECONNRESET { throw .connectionClosed(target: name, during: waitingFor) }
                 throw .system(name, "receive (\(waitingFor))", error)
@@ -208,28 +205,32 @@ final class RSPConnection {
     }
 
     /// Copies a received payload into `packet`, expanding run-length encoding: `X*n` repeats X
-    /// (n - 29) more times.
+    /// (n - 29) more times. Works on a local array and raw buffers: this runs over every byte of
+    /// every reply, and per-byte access to a stored property costs an exclusivity check each.
     private func expand(_ range: Range<Int>) {
-        packet.removeAll(keepingCapacity: true)
-        let hasRLE = inbox.withUnsafeBufferPointer { b in
-            memchr(b.baseAddress! + range.lowerBound, 0x2a, range.count) != nil
-        }
-        guard hasRLE else {
-            packet.append(contentsOf: inbox[range])
-            return
-        }
-        var i = range.lowerBound
-        while i < range.upperBound {
-            let b = inbox[i]
-            if b == 0x2a, let last = packet.last, i + 1 < range.upperBound {
-                let repeats = Int(inbox[i + 1]) - 29
-                if repeats > 0 { packet.append(contentsOf: repeatElement(last, count: repeats)) }
-                i += 2
-            } else {
-                packet.append(b)
-                i += 1
+        var out: [UInt8] = []
+        swap(&out, &packet)
+        out.removeAll(keepingCapacity: true)
+        inbox.withUnsafeBufferPointer { source in
+            let base = source.baseAddress!
+            var i = range.lowerBound
+            while i < range.upperBound {
+                // Copy up to the next '*' in one go.
+                let star = memchr(base + i, 0x2a, range.upperBound - i).map { base.distance(to: $0.assumingMemoryBound(to: UInt8.self)) }
+                let end = star ?? range.upperBound
+                out.append(contentsOf: UnsafeBufferPointer(start: base + i, count: end - i))
+                guard let star else { break }
+                if let last = out.last, star + 1 < range.upperBound {
+                    let repeats = Int(base[star + 1]) - 29
+                    if repeats > 0 { out.append(contentsOf: repeatElement(last, count: repeats)) }
+                    i = star + 2
+                } else {
+                    out.append(0x2a)
+                    i = star + 1
+                }
             }
         }
+        packet = out
     }
 
     // MARK: Exchanges

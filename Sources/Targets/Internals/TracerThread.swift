@@ -72,11 +72,14 @@ final class TracerThread: @unchecked Sendable {
     }
 
     /// Lets the thread finish its queue and exit. Called from the owner's deinit.
+    /// Idempotent (a failed initializer and the deinit that follows may both call it).
     func shutdown() {
         pthread_mutex_lock(&mutex)
+        let first = !shuttingDown
         shuttingDown = true
         pthread_cond_broadcast(&condition)
         pthread_mutex_unlock(&mutex)
+        guard first else { return }
         if isCurrent { pthread_detach(thread) } else { pthread_join(thread, nil) }
     }
 }

@@ -1,0 +1,129 @@
+import Foundation
+import Symbols
+import Testing
+import TestSupport
+@testable import Targets
+
+/// GDBRemoteTarget against QEMU's gdbstub running the Debian kernel (TCG, pti=on, nokaslr) with a
+/// tiny initramfs whose init keeps both vCPUs spinning in user mode: every stop finds the vCPUs on
+/// page tables without the kernel, so kernel reads must fall back (other vCPU, then physical).
+@Suite(.serialized, .labVMExclusive) struct QEMUGDBStubTests {
+    final class Guest {
+        let qemu: Spawned
+        let port: UInt16
+        let log: URL
+        let folder: URL
+        init() throws {
+            let kernel = try Fixtures.debianKernel()
+            folder = try Fixtures.temporaryFolder("suture-qemu")
+            let root = folder.appendingPathComponent("root")
+            try FileManager.default.createDirectory(at: root.appendingPathComponent("proc"), withIntermediateDirectories: true)
+            _ = try Fixtures.compileFixture("targets_spin_init.c", flags: ["-O1", "-static"], in: root)
+            try FileManager.default.moveItem(at: root.appendingPathComponent("targets_spin_init"), to: root.appendingPathComponent("init"))
+            try FileManager.default.removeItem(at: root.appendingPathComponent("targets_spin_init.c"))
+            let cpio = folder.appendingPathComponent("initramfs.cpio")
+            try Fixtures.check("sh", ["-c", "cd '\(root.path)' && find . | cpio -o -H newc > '\(cpio.path)' 2>/dev/null"])
+            log = folder.appendingPathComponent("serial.log")
+            port = try TargetFixtures.freePort()
+            qemu = try Spawned("/usr/bin/qemu-system-x86_64", [
+                "-accel", "tcg", "-m", "256", "-smp", "2", "-kernel", kernel.vmlinuz.path, "-initrd", cpio.path,
+                "-append", "console=ttyS0 nokaslr pti=on panic=-1 loglevel=3",
+                "-display", "none", "-monitor", "none", "-no-reboot", "-serial", "file:\(log.path)",
+                "-gdb", "tcp:127.0.0.1:\(port)",
+            ], stderrPath: folder.appendingPathComponent("qemu.err").path)
+        }
+
+        var serial: String { (try? String(contentsOf: log, encoding: .utf8)) ?? "" }
+
+        func waitFor(_ text: String, after: String.Index? = nil, seconds: Double) throws {
+            let end = Date().addingTimeInterval(seconds)
+            while Date() < end {
+                let s = serial
+                if let after, after <= s.endIndex { if s[after...].contains(text) { return } } else if after == nil, s.contains(text) { return }
+                guard qemu.isRunning else { throw Fixtures.Failure("QEMU exited; serial: \(s.suffix(500))") }
+                usleep(50_000)
+            }
+            throw Fixtures.Failure("no '\(text)' on the serial console after \(seconds) s: \(serial.suffix(500))")
+        }
+
+        /// The kallsyms lines init printed, parsed by the Symbols module.
+        func symbols() throws -> SymbolIndex {
+            let lines = serial.split(whereSeparator: \.isNewline).filter { $0.hasPrefix("SYM ") }.map { $0.dropFirst(4) + "\n" }.joined()
+            return SymbolIndex(try KallsymsParser.parse(Array(lines.utf8), file: "guest kallsyms"))
+        }
+
+        func stop() {
+            qemu.kill()
+            try? FileManager.default.removeItem(at: folder)
+        }
+    }
+
+    @Test func kernelIdentityReadsWritesAndPauseWindowUnderPTI() throws {
+        let guest = try Guest()
+        defer { guest.stop() }
+        try guest.waitFor("SPINNING", seconds: 120)
+        let symbols = try guest.symbols()
+        let banner = try #require(symbols.symbols(named: "linux_banner").first).address
+
+        let target = try GDBRemoteTarget(host: "127.0.0.1", port: guest.port, symbols: symbols)
+        defer { target.close() }
+        #expect(target.isQEMU)
+        #expect(target.architecture == "i386:x86-64")
+
+        // Identity: the release in the banner and the build-id in the notes, as in the vmlinux file.
+        let identity = try target.identity()
+        #expect(identity.kind == .kernel)
+        #expect(identity.release == "6.1.0-56-amd64")
+        let vmlinux = try Fixtures.debianVmlinux()
+        let buildID = try FileTargetTests.buildID(vmlinux)
+        #expect(buildID != nil && identity.buildID == buildID)
+        #expect(identity.banner?.hasPrefix("Linux version 6.1.0-56-amd64 ") == true)
+
+        // Both vCPUs run user code: the stop finds them there, and kernel reads still work.
+        try target.stop()
+        let contexts = try target.programCounters()
+        #expect(contexts.count == 2)
+        let bytes = try target.read(at: banner, count: 0x3000)    // several chunks, pipelined
+        #expect(Array(bytes.prefix(14)) == Array("Linux version ".utf8))
+        // A write to read-only kernel data lands (through whichever path works) and reads back.
+        try target.write(at: banner, bytes: Array("Lunix".utf8))
+        #expect(try target.read(at: banner, count: 5) == Array("Lunix".utf8))
+        try target.write(at: banner, bytes: Array(bytes.prefix(5)))
+        #expect(try target.read(at: banner, count: 0x3000) == bytes)
+        try target.resume()
+        print("QEMU vCPU program counters at the stop: " + contexts.map { "\($0.id)=\(String($0.programCounter, radix: 16))" }.joined(separator: " "))
+
+        var samples: [Double] = []
+        for _ in 0..<50 {
+            samples.append(try PauseWindowTests.cycle(target, at: banner))
+            usleep(2000)
+        }
+        #expect(PauseWindowTests.report("QEMU gdbstub (TCG, PTI, user-mode vCPUs)", samples) < 100)
+
+        // The direct map (page_offset_base + physical address) is outside the kernel image: with
+        // every vCPU in user mode only a walk of the kernel's page tables reaches it.
+        let physBase = try target.read(at: try #require(symbols.symbols(named: "phys_base").first).address, count: 8)
+            .withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+        let pageOffset = try target.read(at: try #require(symbols.symbols(named: "page_offset_base").first).address, count: 8)
+            .withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+        let alias = pageOffset + (banner - KernelSymbols.startKernelMap + physBase)
+        try target.stop()
+        #expect(try target.read(at: alias, count: 0x2000) == Array(bytes.prefix(0x2000)))
+        try target.resume()
+
+        // Detach: the guest keeps running (init keeps printing).
+        target.close()
+        var mark = guest.serial.endIndex
+        try guest.waitFor("TICK", after: mark, seconds: 10)
+
+        // Without phys_base known, the kernel image is reached through the page tables too.
+        var noPhysBase = KernelSymbols(index: symbols)
+        noPhysBase.physBase = nil
+        let second = try GDBRemoteTarget(host: "127.0.0.1", port: guest.port, kernel: noPhysBase)
+        defer { second.close() }
+        #expect(try second.identity() == identity)
+        second.close()
+        mark = guest.serial.endIndex
+        try guest.waitFor("TICK", after: mark, seconds: 10)
+    }
+}
