@@ -91,7 +91,7 @@ public final class LocalKernelTarget: MemoryTarget, @unchecked Sendable {
             if n == 0 { break }
             notes.append(contentsOf: chunk[0..<n])
         }
-        identity.buildID = ELFLayout.buildID(in: try ELFLayout.parseNotes(notes, alignment: 4, file: notesPath, baseOffset: 0))
+        identity.buildID = MemoryNotes.buildID(in: try MemoryNotes.parse(notes, source: notesPath, address: 0))
         return identity
     }
 
