@@ -12,10 +12,15 @@ public struct LabOptions: Sendable, Hashable {
     public var image: LabImage?
     /// The QEMU program, looked up in PATH unless it holds a '/'.
     public var qemu: String
+    /// Host files added to the guest at boot (the helper module, a test client, Suture itself): a
+    /// second cpio archive appended to the cached initramfs in the run folder, so the shared
+    /// initramfs is never rebuilt for them.
+    public var extraFiles: [LabExtraFile]
 
     public init(kaslr: Bool? = nil, smp: Int = 2, memoryMB: Int = 512, nfs: Bool = false,
                 bootTimeout: Double = 120, nfsTimeout: Double = 120, image: LabImage? = nil,
-                qemu: String = "qemu-system-x86_64") {
+                qemu: String = "qemu-system-x86_64", extraFiles: [LabExtraFile] = []) {
+        self.extraFiles = extraFiles
         self.kaslr = kaslr
         self.smp = smp
         self.memoryMB = memoryMB
@@ -24,5 +29,19 @@ public struct LabOptions: Sendable, Hashable {
         self.nfsTimeout = nfsTimeout
         self.image = image
         self.qemu = qemu
+    }
+}
+
+/// One host file placed into the guest's initramfs at `up` time.
+public struct LabExtraFile: Sendable, Hashable {
+    /// Where it goes in the guest, relative to / (`lib/suture/extra/suture.ko`).
+    public var guestPath: String
+    public var hostPath: String
+    public var mode: UInt32
+
+    public init(guestPath: String, hostPath: String, mode: UInt32 = 0o644) {
+        self.guestPath = guestPath
+        self.hostPath = hostPath
+        self.mode = mode
     }
 }

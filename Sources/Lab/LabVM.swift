@@ -43,11 +43,14 @@ public struct LabVM: Sendable {
         guard let qemu = HostCommand.find(options.qemu) else {
             throw .toolMissing(tool: options.qemu, package: "qemu-system-x86")
         }
-        let image: LabImage
+        var image: LabImage
         if let given = options.image {
             image = given
         } else {
             image = try Ingredients(paths: paths).fetch(progress: progress)
+        }
+        if !options.extraFiles.isEmpty {
+            image = try withExtraFiles(image, options.extraFiles)
         }
 
         // The port was free when we looked; if something takes it before QEMU binds it, QEMU
@@ -146,6 +149,26 @@ public struct LabVM: Sendable {
             }
             return failure
         }
+    }
+
+    /// The initramfs followed by a gzip'd cpio of `files`, in the run folder. The kernel unpacks
+    /// concatenated archives in order, so the extra files land on top of the shared image.
+    private func withExtraFiles(_ image: LabImage, _ files: [LabExtraFile]) throws(LabError) -> LabImage {
+        var archive = CpioArchive()
+        for file in files {
+            archive.addFile(file.guestPath, contents: try Files.read(file.hostPath), mode: file.mode)
+        }
+        archive.finish()
+        let cpio = paths.runFolder + "/extra.cpio"
+        let compressed = paths.runFolder + "/extra.cpio.gz"
+        try Files.writeAtomically(cpio, archive.bytes)
+        defer { Files.remove(cpio); Files.remove(compressed) }
+        try HostCommand.check("gzip", ["-1", "-n", "-c"], inputFile: cpio, outputFile: compressed, package: "gzip")
+        let combined = paths.runFolder + "/initramfs-extra.cpio.gz"
+        try Files.writeAtomically(combined, try Files.read(image.initramfs) + Files.read(compressed))
+        var result = image
+        result.initramfs = combined
+        return result
     }
 
     func qemuArguments(image: LabImage, options: LabOptions, gdbPort: UInt16) -> [String] {

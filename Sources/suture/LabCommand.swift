@@ -42,6 +42,8 @@ struct LabCommand: ParsableCommand {
         var memory = 512
         @Flag(help: "Serve a tmpfs over NFSv3 in the guest and mount it on /mnt/nfs.")
         var nfs = false
+        @Flag(help: "Carry this suture binary, its shared libraries and the helper module (built for the lab's kernel) into the guest.")
+        var inside = false
 
         func validate() throws {
             if kaslr && nokaslr { throw ValidationError("--kaslr and --nokaslr exclude each other") }
@@ -50,7 +52,13 @@ struct LabCommand: ParsableCommand {
         }
 
         func run() throws {
-            let options = LabOptions(kaslr: nokaslr ? false : (kaslr ? true : nil), smp: smp, memoryMB: memory, nfs: nfs)
+            var options = LabOptions(kaslr: nokaslr ? false : (kaslr ? true : nil), smp: smp, memoryMB: memory, nfs: nfs)
+            if inside {
+                let module = try KernelModule().build(release: Ingredients.kernelRelease, progress: LabCommand.progress)
+                options.extraFiles = try GuestSuture.files(binary: GuestSuture.currentBinary(), module: module)
+                // The guest unpacks the initramfs into RAM: the Swift runtime alone is about 90 MB.
+                options.memoryMB = max(options.memoryMB, 1024)
+            }
             let state = try LabVM().up(options, progress: LabCommand.progress)
             LabCommand.write(Status.describe(state))
         }

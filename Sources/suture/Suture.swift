@@ -10,7 +10,7 @@ struct Suture: ParsableCommand {
             LabCommand.self, SymbolsCommand.self, DisasmCommand.self, LocateCommand.self,
             ReadCommand.self, PokeCommand.self, FlipCommand.self,
             DiffCommand.self, ApplyCommand.self, RevertCommand.self, StatusCommand.self, RecoverCommand.self, PsCommand.self,
-            DemoCommand.self, BenchCommand.self, BuildCommand.self,
+            BuildCommand.self, DemoCommand.self, KmodCommand.self, BenchCommand.self,
         ]
     )
 

@@ -9,7 +9,7 @@ import Lab
 /// `-t/--target` and the symbol sources shared by every command that touches a live system.
 struct TargetOptions: ParsableArguments {
     @Option(name: [.short, .long], help: ArgumentHelp(
-        "lab (default), gdb:HOST:PORT, pid:N, kmem[:PATH], mem[:PATH], kcore[:PATH], file:PATH.", valueName: "target"))
+        "lab (default), local, gdb:HOST:PORT, pid:N, kmem[:PATH], mem[:PATH], kcore[:PATH], file:PATH.", valueName: "target"))
     var target: String = "lab"
 
     @Option(name: .long, help: ArgumentHelp("Symbols of the target from a kallsyms file.", valueName: "file"))
@@ -75,7 +75,12 @@ struct TargetOptions: ParsableArguments {
             let symbols = try explicit ?? Self.procKallsyms()
             return TargetSession(name: spec.description, target: try KcoreTarget(path: path, kernel: Self.kernelSymbols(symbols)), symbols: symbols)
         case .local:
-            throw CommandFailure("-t local needs the helper kernel module, which this build does not have yet (issue 7); on a kernel with /dev/kmem use -t kmem")
+            // The running kernel: /dev/kmem where it still exists, else the helper module's /dev/suture.
+            let symbols = try explicit ?? Self.procKallsyms()
+            if FileManager.default.fileExists(atPath: TargetSpec.defaultKmemPath) {
+                return TargetSession(name: "local", target: try KmemTarget(path: TargetSpec.defaultKmemPath, kernel: Self.kernelSymbols(symbols)), symbols: symbols)
+            }
+            return TargetSession(name: "local", target: try LocalKernelTarget(), symbols: symbols)
         }
     }
 

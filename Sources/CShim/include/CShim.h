@@ -2,6 +2,8 @@
 #define SUTURE_CSHIM_H
 #include <stdint.h>
 #include <sys/types.h>
+/* The /dev/suture ioctl ABI, shared with kmod/suture.c (CShim.h is the module's umbrella header). */
+#include "suture_kmod.h"
 
 /// ptrace(2) is variadic in glibc, which Swift cannot call: this forwards the four-argument form.
 long suture_ptrace(int request, pid_t pid, void *addr, void *data);

@@ -1,0 +1,103 @@
+import ArgumentParser
+import Foundation
+import Lab
+
+/// `suture kmod ...`: the helper module behind `-t local` on kernels without /dev/kmem.
+struct KmodCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kmod",
+        abstract: "Build, load, unload and inspect the helper kernel module (/dev/suture) behind -t local.",
+        subcommands: [Build.self, Load.self, Unload.self, Status.self]
+    )
+
+    static let progress: LabProgress = { line in
+        FileHandle.standardError.write(Data(("kmod: " + line + "\n").utf8))
+    }
+
+    static func runningRelease() -> String {
+        var names = utsname()
+        uname(&names)
+        return withUnsafeBytes(of: &names.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+    }
+
+    struct Build: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Compile suture.ko against a kernel's headers (the running kernel's by default).")
+
+        @Option(name: .customLong("kernel-release"), help: "The kernel to build for (default: uname -r).")
+        var kernelRelease: String?
+        @Option(help: ArgumentHelp("Kernel headers folder (default: /lib/modules/R/build, /usr/src/linux-headers-R, "
+                                   + "or Debian's packages for the lab's kernel, fetched into the cache).", valueName: "dir"))
+        var headers: String?
+        @Option(help: ArgumentHelp("The Suture checkout holding kmod/ (default: the one this binary was built from).", valueName: "dir"))
+        var source: String?
+
+        func run() throws {
+            try running("kmod build") {
+                let release = kernelRelease ?? KmodCommand.runningRelease()
+                let module = KernelModule(sourceRoot: source)
+                let path = try module.build(release: release, headers: headers, progress: KmodCommand.progress)
+                FileHandle.standardOutput.write(Data((path + "\n").utf8))
+            }
+        }
+    }
+
+    struct Load: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "insmod the module built for the running kernel.")
+
+        @Option(help: ArgumentHelp("The module file (default: the cache's build for uname -r).", valueName: "ko"))
+        var module: String?
+
+        func run() throws {
+            try running("kmod load") {
+                let status = KernelModuleStatus.current()
+                if status.loaded {
+                    FileHandle.standardOutput.write(Data("already loaded: \(status.device)\n".utf8))
+                    return
+                }
+                let path = module ?? KernelModule().modulePath(release: KmodCommand.runningRelease())
+                guard FileManager.default.fileExists(atPath: path) else {
+                    throw CommandFailure("\(path) does not exist: run `suture kmod build` first")
+                }
+                if let reason = status.blocker {
+                    throw CommandFailure("cannot load \(path): \(reason)")
+                }
+                let result = try KernelModuleStatus.insmod(path)
+                guard result.status == 0 else {
+                    throw CommandFailure("insmod \(path) failed (status \(result.status)): \(result.output)")
+                }
+                FileHandle.standardOutput.write(Data("loaded \(path): \(KernelModuleStatus.current().device)\n".utf8))
+            }
+        }
+    }
+
+    struct Unload: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "rmmod the module. Patches already written stay; `revert` needs the module loaded again.")
+
+        func run() throws {
+            try running("kmod unload") {
+                guard KernelModuleStatus.current().loaded else {
+                    FileHandle.standardOutput.write(Data("not loaded\n".utf8))
+                    return
+                }
+                let result = try KernelModuleStatus.rmmod()
+                guard result.status == 0 else {
+                    throw CommandFailure("rmmod \(KernelModule.name) failed (status \(result.status)): \(result.output)")
+                }
+                FileHandle.standardOutput.write(Data("unloaded (applied patches stay in place; reverting needs `suture kmod load`)\n".utf8))
+            }
+        }
+    }
+
+    struct Status: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Whether the module is loaded, and what would stop it from loading (lockdown, signatures).")
+
+        func run() throws {
+            try running("kmod status") {
+                FileHandle.standardOutput.write(Data(KernelModuleStatus.current().describe().utf8))
+            }
+        }
+    }
+}
