@@ -29,7 +29,15 @@ enum LabHarness {
             try vm.up(options, progress: { _ in }, pickPort: picker)
         } ?? vm.up(options)
         started = state
-        let result = try body(vm, state)
+        let result: T
+        do {
+            result = try body(vm, state)
+        } catch {
+            // A VM that went away mid-test (guest panic, QEMU crash) says why only on its console.
+            throw Fixtures.Failure("\(error)\n--- QEMU output and the guest console's last lines ---\n"
+                                   + ((try? String(contentsOfFile: vm.paths.qemuOutput, encoding: .utf8)) ?? "")
+                                   + vm.consoleTail(lines: 40))
+        }
         #expect(try vm.down() == true)
         expectGone(state.qemu, vm: vm)
         return result
