@@ -16,6 +16,19 @@ public struct Note: Sendable, Hashable {
 }
 
 extension Note {
+    /// Parses a note stream held in memory, such as the kernel's `/sys/kernel/notes` or the bytes
+    /// between `__start_notes` and `__stop_notes` read from a live kernel. `source` names it in errors.
+    public static func parse(_ bytes: [UInt8], source: String, alignment: Int = 4) throws(ELFError) -> [Note] {
+        let storage = bytes.withUnsafeBytes { ByteStorage(copying: $0) }
+        return try parse(ByteReader(storage: storage, file: source), start: 0, size: bytes.count,
+                         alignment: alignment, what: source)
+    }
+
+    /// The GNU build-id among `notes`, in lowercase hex.
+    public static func buildID(in notes: [Note]) -> String? {
+        notes.first(where: \.isGNUBuildID).map { Hex.bytes($0.descriptor, separator: "") }
+    }
+
     /// Parses the notes in `size` bytes at file offset `start` (already bounds-checked).
     /// Entries are padded to `alignment` (4, or 8 for 8-aligned note sections such as
     /// `.note.gnu.property`); `what` names the container in errors (`.note.gnu.build-id`).

@@ -1,4 +1,5 @@
 import Foundation
+import ELF
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -267,7 +268,7 @@ public struct LabVM: Sendable {
                                    found: result.output)
         }
         let notes = KernelNotes.parseOdHex(lines[3])
-        guard let buildID = KernelNotes.buildID(in: notes) else {
+        guard let buildID = (try? Note.parse(notes, source: "/sys/kernel/notes"))?.first(where: \.isGNUBuildID)?.descriptor else {
             throw .consoleProtocol(socket: state.serialSocket, expected: "a GNU build-id note in /sys/kernel/notes",
                                    found: "\(notes.count) bytes without one")
         }

@@ -36,38 +36,15 @@ struct SegmentMap: Sendable {
     }
 }
 
-/// ELF notes held in memory rather than in a file: the kernel's own notes, read from the running
-/// kernel between `__start_notes` and `__stop_notes`.
+/// ELF notes held in memory rather than in a file (the kernel's own notes, read from the running
+/// kernel between `__start_notes` and `__stop_notes`, or /sys/kernel/notes): parsed by the ELF module.
 enum MemoryNotes {
-    /// Parses a packed sequence of notes (namesz, descsz, type, name, descriptor; 4-byte padded).
     static func parse(_ bytes: [UInt8], source: String, address: UInt64) throws(TargetError) -> [Note] {
-        func u32(_ o: Int) -> Int {
-            Int(bytes[o]) | Int(bytes[o + 1]) << 8 | Int(bytes[o + 2]) << 16 | Int(bytes[o + 3]) << 24
+        do { return try Note.parse(bytes, source: source) } catch {
+            throw .malformedELF(file: source, structure: "note stream", offset: address,
+                                expected: "well-formed ELF notes", found: "\(error)")
         }
-        func pad(_ n: Int) -> Int { (n + 3) & ~3 }
-        var notes: [Note] = []
-        var o = 0
-        while o + 12 <= bytes.count {
-            let nameSize = u32(o), descriptorSize = u32(o + 4), type = UInt32(u32(o + 8))
-            let nameStart = o + 12
-            guard nameSize <= bytes.count - nameStart else {
-                throw .malformedELF(file: source, structure: "note \(notes.count) name", offset: address + UInt64(o),
-                                    expected: "at most \(bytes.count - nameStart) bytes", found: "namesz \(nameSize)")
-            }
-            let descriptorStart = nameStart + pad(nameSize)
-            guard descriptorStart <= bytes.count, descriptorSize <= bytes.count - descriptorStart else {
-                throw .malformedELF(file: source, structure: "note \(notes.count) descriptor", offset: address + UInt64(o),
-                                    expected: "at most \(max(0, bytes.count - descriptorStart)) bytes", found: "descsz \(descriptorSize)")
-            }
-            let name = String(decoding: bytes[nameStart..<nameStart + nameSize].prefix { $0 != 0 }, as: UTF8.self)
-            notes.append(Note(name: name, type: type, descriptor: Array(bytes[descriptorStart..<descriptorStart + descriptorSize])))
-            o = descriptorStart + pad(descriptorSize)
-        }
-        return notes
     }
 
-    /// The GNU build-id in lowercase hex.
-    static func buildID(in notes: [Note]) -> String? {
-        notes.first(where: \.isGNUBuildID).map { Hex.bytes($0.descriptor, separator: "") }
-    }
+    static func buildID(in notes: [Note]) -> String? { Note.buildID(in: notes) }
 }
