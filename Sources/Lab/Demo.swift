@@ -174,7 +174,7 @@ private struct DemoRun {
         }
         say("the guest's /proc/kallsyms (\(kallsyms.lineCount) lines, moved over the virtio bulk port), its \(Demo.function) line:")
         report(.output(lines[0] + "\n"))
-        let symbols = SymbolIndex(try KallsymsParser.parse(kallsyms.text, file: kallsyms.path))
+        let symbols = try kallsyms.index()
         let place = try AddressExpression.parse("\(Demo.function) [\(Demo.module)]+\(Hex.address(Demo.offset))").resolve(in: symbols)
         let functionAddress = place.address - Demo.offset
         say("KASLR is \(state.kaslr ? "on: the address changes every boot" : "off"); the article read `c01a9d21 t nfs_flock` from System.map")

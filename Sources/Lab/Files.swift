@@ -116,14 +116,22 @@ enum Files {
 final class FileLock {
     private let fd: Int32
 
-    init(_ path: String) throws(LabError) {
+    /// Waits for the lock: forever, or `timeout` seconds, then fails naming `holder` (what the
+    /// waiter was waiting for).
+    init(_ path: String, timeout: Double? = nil, holder: String = "another Suture process") throws(LabError) {
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw .io(path: path, operation: "open lock file", errno: errno) }
-        while flock(fd, LOCK_EX) != 0 {
-            if errno == EINTR { continue }
+        let deadline = timeout.map { Date().addingTimeInterval($0) }
+        while flock(fd, deadline == nil ? LOCK_EX : LOCK_EX | LOCK_NB) != 0 {
             let code = errno
+            if code == EINTR { continue }
+            if code == EWOULDBLOCK, let deadline, Date() < deadline {
+                usleep(20_000)
+                continue
+            }
             close(fd)
-            throw .io(path: path, operation: "flock", errno: code)
+            throw .io(path: path, operation: code == EWOULDBLOCK ? "wait \(Int(timeout ?? 0)) s for \(holder) (flock)" : "flock",
+                      errno: code)
         }
         self.fd = fd
     }

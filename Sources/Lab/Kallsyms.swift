@@ -1,3 +1,4 @@
+import Symbols
 /// The guest's /proc/kallsyms as moved over the bulk channel, cached per boot and module set.
 public struct Kallsyms: Sendable {
     /// The cached copy in the run folder.
@@ -6,6 +7,11 @@ public struct Kallsyms: Sendable {
     public var text: [UInt8]
     /// True when this came from the cache rather than a fresh transfer.
     public var cached: Bool
+
+    /// The symbols, indexed (module symbols carry their `[module]`).
+    public func index() throws -> SymbolIndex {
+        SymbolIndex(try KallsymsParser.parse(text, file: path))
+    }
 
     public var lineCount: Int {
         text.withUnsafeBufferPointer { buffer in

@@ -397,25 +397,11 @@ public struct LabVM: Sendable {
 /// connection waits in its listen queue and is accepted only when the first closes, which leaves
 /// the VM stopped for good. So sessions take turns through a lock file in the run folder.
 public final class LabGDBLease {
-    private let fd: Int32
+    private let lock: FileLock
 
     /// Waits up to `timeout` seconds for the stub to be free.
     public init(paths: LabPaths = LabPaths(), timeout: Double = 30) throws(LabError) {
-        let path = paths.runFolder + "/gdb.lock"
-        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw .io(path: path, operation: "open lock file", errno: errno) }
-        let deadline = Date().addingTimeInterval(timeout)
-        while flock(fd, LOCK_EX | LOCK_NB) != 0 {
-            let code = errno
-            guard code == EWOULDBLOCK || code == EINTR, Date() < deadline else {
-                close(fd)
-                throw .io(path: path, operation: "wait \(Int(timeout)) s for another Suture session to release the lab's gdbstub (flock)",
-                          errno: code)
-            }
-            usleep(20_000)
-        }
-        self.fd = fd
+        lock = try FileLock(paths.runFolder + "/gdb.lock", timeout: timeout,
+                            holder: "another Suture session to release the lab's gdbstub")
     }
-
-    deinit { close(fd) }
 }

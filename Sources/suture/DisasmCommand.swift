@@ -104,11 +104,11 @@ struct SymbolMap {
 
     static func load(kallsyms: String?, systemMap: String?) throws -> SymbolMap? {
         if let kallsyms {
-            return SymbolMap(index: SymbolIndex(try KallsymsParser.parse(try SymbolsCommand.read(kallsyms), file: kallsyms)),
+            return SymbolMap(index: try SymbolSources.kallsyms(kallsyms),
                              path: kallsyms, kind: "kallsyms")
         }
         if let systemMap {
-            return SymbolMap(index: SymbolIndex(try SystemMapParser.parse(try SymbolsCommand.read(systemMap), file: systemMap)),
+            return SymbolMap(index: try SymbolSources.systemMap(systemMap),
                              path: systemMap, kind: "System.map")
         }
         return nil
@@ -162,7 +162,7 @@ struct FunctionCode {
             throw CommandFailure("\(path) is a relocatable object: its own symbols place its code, so drop "
                                  + "--kallsyms/--system-map (`suture locate` maps it to live addresses)")
         }
-        let index = try map?.index ?? SymbolIndex(elf: file, module: SymbolsCommand.moduleName(ofObject: path))
+        let index = try map?.index ?? SymbolIndex(elf: file, module: SymbolSources.moduleName(ofObject: path))
         guard index.count > 0 else {
             throw CommandFailure("\(path) has no symbols (stripped): give --kallsyms or --system-map to find \(text)")
         }

@@ -129,7 +129,7 @@ struct Location: Encodable {
         let code = try FunctionCode(path: object, expression: expressionText, map: map, mapOnlyWhenStripped: true)
         let slide = UInt64(bitPattern: code.slide)
         let fileStart = code.start &- slide
-        let module = SymbolsCommand.moduleName(ofObject: object)
+        let module = SymbolSources.moduleName(ofObject: object)
 
         // The object side: decode the whole function, find the instruction at or around EXPR.
         let disassembler = try Disassembler(architecture: code.architecture, syntax: syntax)

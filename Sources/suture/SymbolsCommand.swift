@@ -114,34 +114,9 @@ struct SymbolsCommand: ParsableCommand {
     }
 
     private func loadFileIndex() throws -> SymbolIndex {
-        if let elf {
-            let file = try ELFFile(path: elf)
-            return try SymbolIndex(elf: file, module: Self.moduleName(ofObject: elf))
-        }
-        if let systemMap {
-            return SymbolIndex(try SystemMapParser.parse(try Self.read(systemMap), file: systemMap))
-        }
-        let path = kallsyms ?? "/proc/kallsyms"
-        return SymbolIndex(try KallsymsParser.parse(try Self.read(path), file: path))
-    }
-
-    /// A kernel module's name from its file name, as the kernel forms it (`nfs_layout_nfsv41_files`
-    /// from `nfs_layout_nfsv41_files.ko.xz`; dashes become underscores); nil for anything else.
-    static func moduleName(ofObject path: String) -> String? {
-        var name = (path as NSString).lastPathComponent
-        for suffix in [".xz", ".zst", ".gz"] where name.hasSuffix(suffix) { name.removeLast(suffix.count) }
-        guard name.hasSuffix(".ko") else { return nil }
-        name.removeLast(3)
-        return name.replacingOccurrences(of: "-", with: "_")
-    }
-
-    /// Reads a whole file; /proc files report size 0, so read to the end rather than by size.
-    static func read(_ path: String) throws -> [UInt8] {
-        guard let handle = FileHandle(forReadingAtPath: path) else {
-            throw Failure("\(path): cannot open (\(String(cString: strerror(errno))))")
-        }
-        defer { try? handle.close() }
-        return [UInt8](try handle.readToEnd() ?? Data())
+        if let elf { return try SymbolSources.elf(elf) }
+        if let systemMap { return try SymbolSources.systemMap(systemMap) }
+        return try SymbolSources.kallsyms(kallsyms ?? "/proc/kallsyms")
     }
 
     // MARK: Queries

@@ -40,17 +40,14 @@ struct TargetOptions: ParsableArguments {
             // The lab VM's gdbstub, with the guest's own kallsyms (cached per boot and module list).
             let lab = LabVM()
             guard case let .up(state) = try lab.status() else { throw LabError.notUp(runFolder: LabPaths().runFolder) }
-            let symbols = try explicit ?? {
-                let kallsyms = try lab.kallsyms()
-                return SymbolIndex(try KallsymsParser.parse(kallsyms.text, file: kallsyms.path))
-            }()
+            let symbols = try explicit ?? lab.kallsyms().index()
             let lease = try LabGDBLease()
             let target = try GDBRemoteTarget(host: "127.0.0.1", port: state.gdbPort, kernel: Self.kernelSymbols(symbols))
             return TargetSession(name: "lab", target: target, symbols: symbols, lease: lease)
         case .process:
             fatalError("handled above")
         case let .file(path):
-            let symbols = try explicit ?? SymbolIndex(elf: ELFFile(path: path))
+            let symbols = try explicit ?? SymbolSources.elf(path)
             return TargetSession(name: spec.description, target: try FileTarget(path: path), symbols: symbols)
         case let .kmem(path):
             let symbols = try explicit ?? Self.procKallsyms()
@@ -85,9 +82,9 @@ struct TargetOptions: ParsableArguments {
     }
 
     private func explicitSymbols() throws -> SymbolIndex? {
-        if let kallsyms { return SymbolIndex(try KallsymsParser.parse(try readWhole(kallsyms), file: kallsyms)) }
-        if let systemMap { return SymbolIndex(try SystemMapParser.parse(try readWhole(systemMap), file: systemMap)) }
-        if let elf { return try SymbolIndex(elf: ELFFile(path: elf)) }
+        if let kallsyms { return try SymbolSources.kallsyms(kallsyms) }
+        if let systemMap { return try SymbolSources.systemMap(systemMap) }
+        if let elf { return try SymbolSources.elf(elf) }
         return nil
     }
 
@@ -108,21 +105,12 @@ struct TargetOptions: ParsableArguments {
     }
 
     static func procKallsyms() throws -> SymbolIndex {
-        SymbolIndex(try KallsymsParser.parse(try readWhole("/proc/kallsyms"), file: "/proc/kallsyms"))
+        try SymbolSources.kallsyms("/proc/kallsyms")
     }
 
     static func kernelSymbols(_ index: SymbolIndex) -> KernelSymbols {
         KernelSymbols { name in index.symbols(named: name).first(where: { $0.module == nil })?.address }
     }
-}
-
-/// Reads a whole file; /proc files report size 0, so read to the end rather than by size.
-func readWhole(_ path: String) throws -> [UInt8] {
-    guard let handle = FileHandle(forReadingAtPath: path) else {
-        throw CommandFailure("\(path): cannot open (\(String(cString: strerror(errno))))")
-    }
-    defer { try? handle.close() }
-    return [UInt8](try handle.readToEnd() ?? Data())
 }
 
 /// An open target with its symbols; closing resumes and releases it.
