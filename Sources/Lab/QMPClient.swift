@@ -1,6 +1,6 @@
 import Foundation
 
-/// A minimal QEMU Machine Protocol client: enough to ask QEMU to quit.
+/// A minimal QEMU Machine Protocol client: enough to ask QEMU to quit and to read its events.
 ///
 /// QMP speaks one JSON object per line: a greeting, then a reply (`"return"` or `"error"`) per
 /// command, with asynchronous `"event"` lines in between.
@@ -29,6 +29,19 @@ final class QMPClient {
                 throw .qmpProtocol(socket: connection.name, expected: "a reply to \(command)", found: message)
             }
             // An event: keep reading.
+        }
+    }
+
+    /// The lines that arrive until none has for `quietFor` seconds (events, between commands).
+    func events(quietFor: Double) throws(LabError) -> [String] {
+        var lines: [String] = []
+        while true {
+            if let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                lines.append(String(decoding: pending[..<newline], as: UTF8.self))
+                pending.removeSubrange(0...newline)
+                continue
+            }
+            guard let n = try connection.read(into: &pending, timeout: quietFor), n > 0 else { return lines }
         }
     }
 

@@ -14,8 +14,9 @@ import Targets
 /// 3. Stop the world, then look at every program counter; if one is inside a hunk, resume and try
 ///    again a little later (Ksplice's CODE_BUSY), since holding a kernel stopped while waiting would
 ///    itself be the outage.
-/// 4. While stopped, re-read each hunk: preflight's bytes may be stale. Then write only the changed
-///    bytes and read them back. Any failure restores the hunks already written before resuming.
+/// 4. In the same stop, re-read each hunk (preflight's bytes may be stale) and check them all before
+///    the first write. Then write only the changed bytes and read them back. Any failure puts back
+///    the bytes this stop found before resuming.
 /// 5. Resume, then journal the completion. The pause window is measured from stop to resume.
 public struct PatchEngine {
     public let target: MemoryTarget
@@ -79,7 +80,7 @@ public struct PatchEngine {
             if dryRun {
                 // A dry run still looks at the program counters when it can, without writing.
                 if target.capabilities.contains(.stop) {
-                    let (finding, attempts, _) = try stopWhenIdle(resolved, spans: report.spansInstructions, options: options)
+                    let (finding, attempts, _, _) = try stopWhenIdle(resolved, spans: report.spansInstructions, options: options)
                     try target.resume()
                     report.findings.append(finding)
                     if !finding.passed && !finding.forced { throw PatchError.refused(report.findings) }
@@ -132,21 +133,25 @@ public struct PatchEngine {
                 throw PatchError.notInJournal(id: id, target: targetName)
             }
             guard patch.state == .applied else { throw PatchError.wrongState(id: id, state: patch.state, wanted: "revert it") }
-            for h in patch.hunks {
-                let live = try target.read(at: h.address, count: h.replacement.count)
-                if live != h.replacement && !force {
-                    throw PatchError.drifted(id: id, location: h.location, address: h.address, expected: h.replacement, found: live)
-                }
-            }
             let resolved = patch.hunks.map {
                 ResolvedHunk(hunk: Hunk(symbol: nil, offset: 0, address: $0.address, expected: $0.replacement, replacement: $0.original),
                              address: $0.address, function: symbols?.function(containing: $0.address))
+            }
+            // The hunks and their functions in one read (one short stop of a VM).
+            let memory = try PrefetchedMemory(target: target, ranges: resolved.map(\.range) + resolved.compactMap { h in
+                h.function.flatMap { f in f.size.flatMap { $0 > 0 && $0 <= Preflight.prefetchedFunctionLimit ? f.address..<(f.address + $0) : nil } }
+            })
+            for h in patch.hunks {
+                let live = try memory.read(at: h.address, count: h.replacement.count)
+                if live != h.replacement && !force {
+                    throw PatchError.drifted(id: id, location: h.location, address: h.address, expected: h.replacement, found: live)
+                }
             }
             // As for apply: a one-instruction hunk is guarded by its own bytes (else a thread
             // living in the function, a daemon's event loop, would block the revert forever);
             // several instructions, several hunks in a function, or anything unclear, the function.
             let spans = (try? BoundaryCheck(hunks: resolved, architecture: architecture,
-                                            placement: HunkPlacementClassifier(target: target, symbols: symbols)).run(on: target).spans)
+                                            placement: HunkPlacementClassifier(target: target, symbols: symbols)).run(on: memory).spans)
                 ?? resolved.map { _ in true }
             if dryRun { return RevertResult(patchID: id, hunks: patch.hunks, pause: nil, dryRun: true) }
             try record(.revertIntent, id: id, identity: patch.identity, description: patch.description, hunks: patch.hunks)
@@ -276,18 +281,20 @@ public struct PatchEngine {
         throw PatchError.partialWrite(id: id, underlying: "\(failure.underlying)")
     }
 
-    /// Stops the target (when it can) once no context is busy in the hunks, writes each hunk's
-    /// changed bytes, reads them back, and resumes.
+    /// Stops the target (when it can) once no context is busy in the hunks, re-reads the hunks in
+    /// the same stop, writes the changed bytes of every hunk and reads them back, and resumes.
     private func write(_ hunks: [AppliedHunk], resolved: [ResolvedHunk], spans: [Bool],
                        from: KeyPath<AppliedHunk, [UInt8]>, to: KeyPath<AppliedHunk, [UInt8]>,
                        options: PreflightOptions, checkFrom: Bool = true) throws -> (PauseWindow?, Int, PreflightFinding) {
         let canStop = target.capabilities.contains(.stop)
+        let ranges = hunks.map { $0.address..<($0.address + UInt64($0[keyPath: from].count)) }
         var busy = PreflightFinding(check: .busy, passed: true, detail: "target cannot be stopped: single atomic store")
         var attempts = 0
         var clock = PauseWindow.Stopwatch()
+        var live: [[UInt8]] = []
         if canStop {
             do {
-                (busy, attempts, clock) = try stopWhenIdle(resolved, spans: spans, options: options)
+                (busy, attempts, clock, live) = try stopWhenIdle(resolved, spans: spans, options: options, reading: ranges)
             } catch { throw WriteFailure(underlying: error, restored: true) }
             guard busy.passed || busy.forced else {
                 try? target.resume()
@@ -296,32 +303,47 @@ public struct PatchEngine {
         }
         var written: [Int] = []
         do {
+            if !canStop { live = try ranges.map { try target.read(at: $0.lowerBound, count: $0.count) } }
+            // Every check before the first write: bytes may have changed since preflight read them.
+            var blocks: [(hunk: Int, block: MemoryBlock)] = []
             for (i, h) in hunks.enumerated() {
                 let old = h[keyPath: from], new = h[keyPath: to]
-                // Re-read under stop: bytes may have changed since preflight read them.
-                let live = try target.read(at: h.address, count: old.count)
-                if checkFrom && live != old {
-                    throw PatchError.drifted(id: "-", location: h.location, address: h.address, expected: old, found: live)
+                if checkFrom && live[i] != old {
+                    throw PatchError.drifted(id: "-", location: h.location, address: h.address, expected: old, found: live[i])
                 }
                 guard let first = old.indices.first(where: { old[$0] != new[$0] }),
                       let last = old.indices.last(where: { old[$0] != new[$0] }) else { continue }
-                written.append(i)
-                try target.write(at: h.address + UInt64(first), bytes: Array(new[first...last]))
-                let back = try target.read(at: h.address, count: new.count)
-                guard back == new else {
-                    throw PatchError.verifyFailed(location: h.location, address: h.address, wrote: new, found: back)
+                blocks.append((i, MemoryBlock(address: h.address + UInt64(first), bytes: Array(new[first...last]))))
+            }
+            func verify(_ planned: [(hunk: Int, block: MemoryBlock)], _ back: [[UInt8]]) throws {
+                for ((i, block), found) in zip(planned, back) where found != block.bytes {
+                    let h = hunks[i]
+                    var seen = live[i]
+                    let offset = Int(block.address - h.address)
+                    seen.replaceSubrange(offset..<offset + found.count, with: found)
+                    throw PatchError.verifyFailed(location: h.location, address: h.address, wrote: h[keyPath: to], found: seen)
                 }
-                if delayAfterEachHunkMicroseconds > 0 { usleep(delayAfterEachHunkMicroseconds) }
+            }
+            if delayAfterEachHunkMicroseconds > 0 {
+                // Fault injection: one hunk at a time, so a test can kill Suture between two writes.
+                for planned in blocks {
+                    written.append(planned.hunk)
+                    try verify([planned], try target.write([planned.block]))
+                    usleep(delayAfterEachHunkMicroseconds)
+                }
+            } else {
+                // One exchange for all hunks where the backend can (the pause window is round trips).
+                written = blocks.map(\.hunk)
+                try verify(blocks, try target.write(blocks.map(\.block)))
             }
         } catch {
-            // Undo in reverse order while still stopped, so no CPU ever runs a partial patch.
+            // Undo in reverse order while still stopped, so no CPU ever runs a partial patch: put
+            // back exactly the bytes this stop found there.
             var restored = true
             for i in written.reversed() {
-                let h = hunks[i]
                 do {
-                    try target.write(at: h.address, bytes: h[keyPath: from])
-                    let back = try target.read(at: h.address, count: h[keyPath: from].count)
-                    if back != h[keyPath: from] { restored = false }
+                    let back = try target.write([MemoryBlock(address: hunks[i].address, bytes: live[i])])
+                    if back.first != live[i] { restored = false }
                 } catch { restored = false }
             }
             if canStop { try? target.resume() }
@@ -334,16 +356,17 @@ public struct PatchEngine {
     }
 
     /// Stops the target with no context inside a hunk (or inside the function, for hunks spanning
-    /// several instructions). Returns stopped on success; on refusal the target is resumed.
-    func stopWhenIdle(_ hunks: [ResolvedHunk], spans: [Bool], options: PreflightOptions) throws -> (PreflightFinding, Int, PauseWindow.Stopwatch) {
+    /// several instructions), reading `ranges` in the same stop. Returns stopped on success; on
+    /// refusal the target is resumed.
+    func stopWhenIdle(_ hunks: [ResolvedHunk], spans: [Bool], options: PreflightOptions,
+                      reading ranges: [Range<UInt64>] = []) throws -> (PreflightFinding, Int, PauseWindow.Stopwatch, [[UInt8]]) {
         var delay = options.busyBackoffMicroseconds
         var lastBusy: [String] = []
         let attempts = max(1, options.busyAttempts)
         for attempt in 1...attempts {
             let clock = PauseWindow.Stopwatch()
-            try target.stop()
-            let contexts: [ExecutionContext]
-            do { contexts = try target.programCounters() } catch { try? target.resume(); throw error }
+            let snapshot = try target.stop(reading: ranges)
+            let contexts = snapshot.contexts
             lastBusy = []
             for context in contexts {
                 for (h, spansMore) in zip(hunks, spans) {
@@ -361,16 +384,18 @@ public struct PatchEngine {
             }
             if lastBusy.isEmpty {
                 return (PreflightFinding(check: .busy, passed: true,
-                                         detail: "\(contexts.count) CPU/thread PCs outside the hunks (attempt \(attempt))"), attempt, clock)
+                                         detail: "\(contexts.count) CPU/thread PCs outside the hunks (attempt \(attempt))"), attempt, clock, snapshot.contents)
             }
             if options.force.contains(.busy) {
-                return (PreflightFinding(check: .busy, passed: false, detail: "busy: " + lastBusy.joined(separator: ", "), forced: true), attempt, clock)
+                return (PreflightFinding(check: .busy, passed: false, detail: "busy: " + lastBusy.joined(separator: ", "), forced: true),
+                        attempt, clock, snapshot.contents)
             }
             try target.resume()
             if attempt < attempts { usleep(delay); delay = delay &* 2 }
         }
         return (PreflightFinding(check: .busy, passed: false,
-                                 detail: "still executing inside the patched range after \(attempts) attempts: " + lastBusy.joined(separator: ", ")), attempts, PauseWindow.Stopwatch())
+                                 detail: "still executing inside the patched range after \(attempts) attempts: " + lastBusy.joined(separator: ", ")),
+                attempts, PauseWindow.Stopwatch(), [])
     }
 
     private func refuseIfInterrupted() throws {
@@ -386,15 +411,33 @@ public struct PatchEngine {
     }
 }
 
-/// How long a target was held stopped for one write.
+/// How long a target was held stopped for one write, as the client saw it: from just before the
+/// stop request left until the resume request had left.
 public struct PauseWindow: Sendable, Hashable {
     public var microseconds: Double
+    /// The window's bounds on the realtime clock (seconds since 1970), to match it with what the
+    /// target itself recorded (QEMU's STOP/RESUME events carry realtime timestamps).
+    public var startedAt: Double
+    public var endedAt: Double
+
+    public init(microseconds: Double, startedAt: Double = 0, endedAt: Double = 0) {
+        self.microseconds = microseconds
+        self.startedAt = startedAt
+        self.endedAt = endedAt
+    }
 
     /// Started just before `stop()`; `stop()` on it gives the window.
     struct Stopwatch {
         let start = DispatchTime.now().uptimeNanoseconds
+        let realStart = Self.realtime()
         func stop() -> PauseWindow {
-            PauseWindow(microseconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1000)
+            let end = DispatchTime.now().uptimeNanoseconds
+            return PauseWindow(microseconds: Double(end - start) / 1000, startedAt: realStart, endedAt: Self.realtime())
+        }
+        static func realtime() -> Double {
+            var now = timespec()
+            clock_gettime(CLOCK_REALTIME, &now)
+            return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
         }
     }
 }

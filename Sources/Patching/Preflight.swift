@@ -73,6 +73,9 @@ public struct Preflight {
     public let architecture: Architecture
     public let options: PreflightOptions
 
+    /// Functions larger than this are read when the boundary check needs them, not fetched ahead.
+    static let prefetchedFunctionLimit: UInt64 = 64 << 10
+
     public init(target: MemoryTarget, architecture: Architecture, options: PreflightOptions) {
         self.target = target
         self.architecture = architecture
@@ -82,13 +85,27 @@ public struct Preflight {
     public func run(bundle: PatchBundle, hunks: [ResolvedHunk], symbols: SymbolIndex?) throws -> PreflightReport {
         var findings: [PreflightFinding] = []
         findings.append(try IdentityCheck(expected: bundle.target).run(on: target))
-        let (bytesFinding, live) = try ExpectedBytesCheck(hunks: hunks).run(on: target)
+        // Everything the checks below read, in one go: the hunks, the functions they sit in (for
+        // the boundaries) and the whole-function images.
+        var ranges = hunks.map(\.range)
+        for h in hunks {
+            if let f = h.function, let size = f.size, size > 0, size <= Self.prefetchedFunctionLimit {
+                ranges.append(f.address..<(f.address + size))
+            }
+        }
+        for image in bundle.functions ?? [] {
+            if let symbol = try? symbols?.resolve(name: image.symbol, module: image.module, ordinal: image.ordinal) {
+                ranges.append(symbol.address..<(symbol.address + UInt64(image.bytes.count)))
+            }
+        }
+        let memory = try PrefetchedMemory(target: target, ranges: ranges)
+        let (bytesFinding, live) = try ExpectedBytesCheck(hunks: hunks).run(on: memory)
         findings.append(bytesFinding)
         if let functions = bundle.functions, !functions.isEmpty {
-            findings.append(try FunctionImageCheck(images: functions, symbols: symbols).run(on: target))
+            findings.append(try FunctionImageCheck(images: functions, symbols: symbols).run(on: memory))
         }
         let placement = HunkPlacementClassifier(target: target, symbols: symbols)
-        let boundary = try BoundaryCheck(hunks: hunks, architecture: architecture, placement: placement).run(on: target)
+        let boundary = try BoundaryCheck(hunks: hunks, architecture: architecture, placement: placement).run(on: memory)
         findings.append(boundary.finding)
         if !target.capabilities.contains(.stop) {
             findings.append(AtomicStoreCheck(hunks: hunks, instructions: boundary.instructions, isData: boundary.isData).run())
@@ -154,7 +171,7 @@ struct IdentityCheck {
 struct ExpectedBytesCheck {
     let hunks: [ResolvedHunk]
 
-    func run(on target: MemoryTarget) throws -> (PreflightFinding, [[UInt8]]) {
+    func run(on target: PrefetchedMemory) throws -> (PreflightFinding, [[UInt8]]) {
         var live: [[UInt8]] = []
         var problems: [String] = []
         for h in hunks {
@@ -178,7 +195,7 @@ struct FunctionImageCheck {
     let images: [FunctionImage]
     let symbols: SymbolIndex?
 
-    func run(on target: MemoryTarget) throws -> PreflightFinding {
+    func run(on target: PrefetchedMemory) throws -> PreflightFinding {
         var problems: [String] = []
         var checked = 0
         for image in images {
@@ -213,7 +230,7 @@ struct BoundaryCheck {
         var isData: [Bool] = []
     }
 
-    func run(on target: MemoryTarget) throws -> Result {
+    func run(on target: PrefetchedMemory) throws -> Result {
         let disassembler = try Disassembler(architecture: architecture)
         var problems: [String] = []
         var covered: [[Instruction]] = []

@@ -57,6 +57,8 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
     private var threads: [String] = []
     private var selectedThread: String?
     private var physBaseValue: UInt64?
+    /// The kernel's identity, once read.
+    private var kernelIdentity: TargetIdentity?
     /// How kernel memory was reachable in the current stop (reset at every stop).
     private var kernelRoute = KernelRoute.unknown
     /// CR3 and paging depth for page-table walks in the current stop.
@@ -191,7 +193,12 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
 
     public func identity() throws -> TargetIdentity {
         if let kernel {
-            return try kernel.identity(target: name) { address, count in try self.read(at: address, count: count) }
+            // Read once per connection: the symbols this target was opened with already assume
+            // the kernel that booted, and every read here is a stop of the VM.
+            if let known = lock.withLock({ kernelIdentity }) { return known }
+            let identity = try kernel.identity(target: name) { address, count in try self.read(at: address, count: count) }
+            lock.withLock { kernelIdentity = identity }
+            return identity
         }
         return try lock.withLock { () throws(TargetError) -> TargetIdentity in
             guard features["qXfer:exec-file:read"] == "+" else {
@@ -212,10 +219,21 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
     }
 
     public func read(at address: UInt64, count: Int) throws -> [UInt8] {
-        try lock.withLock { () throws(TargetError) -> [UInt8] in
-            guard count > 0 else { return [] }
-            return try withStoppedLocked("read") { c throws(TargetError) in
-                try readLocked(c, address: address, count: count, allowPhysical: true)
+        guard count > 0 else { return [] }
+        return try read(ranges: [address..<(address + UInt64(count))])[0]
+    }
+
+    /// While the target runs, QEMU gets the interrupt, every `m` and the `c` in one write and
+    /// answers them in order: the VM stops only while QEMU itself handles them, with no round trip
+    /// of ours inside the stop. Anything that fails there (a vCPU in user mode under PTI answers
+    /// E14) is read again through the general route, stopped across round trips.
+    public func read(ranges: [Range<UInt64>]) throws -> [[UInt8]] {
+        try lock.withLock { () throws(TargetError) -> [[UInt8]] in
+            if let contents = try readInPassingLocked(ranges) { return contents }
+            return try withStoppedLocked("read") { c throws(TargetError) -> [[UInt8]] in
+                try ranges.map { range throws(TargetError) -> [UInt8] in
+                    range.isEmpty ? [] : try readLocked(c, address: range.lowerBound, count: range.count, allowPhysical: true)
+                }
             }
         }
     }
@@ -284,6 +302,44 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
                     contexts.append(ExecutionContext(id: thread, programCounter: try programCounter(in: replies[2 * n + 1], thread: thread)))
                 }
                 return contexts
+            }
+        }
+    }
+
+    /// On QEMU the interrupt and every request of the snapshot leave in one write: QEMU stops the VM
+    /// on the 0x03 before it parses the next byte, sends the stop reply, then answers the queued
+    /// `Hg`/`g`/`m` requests in order, so the snapshot costs the interrupt's round trip alone.
+    /// Other stubs (and a first stop, before the vCPUs are known) take the general route.
+    public func stop(reading ranges: [Range<UInt64>]) throws -> StopSnapshot {
+        if let snapshot = try lock.withLock({ () throws(TargetError) -> StopSnapshot? in try stopPipelinedLocked(ranges) }) {
+            return snapshot
+        }
+        try stop()
+        do {
+            let contexts = try programCounters()
+            let contents = try ranges.map { try read(at: $0.lowerBound, count: $0.count) }
+            return StopSnapshot(contexts: contexts, contents: contents)
+        } catch {
+            try? resume()
+            throw error
+        }
+    }
+
+    /// Writes every block and reads each back in one pipelined exchange where the stub allows it
+    /// (QEMU); a block that fails there (E14 on a vCPU in user mode under PTI) sends every block
+    /// through the general route, which finds a way to kernel memory.
+    public func write(_ blocks: [MemoryBlock]) throws -> [[UInt8]] {
+        try lock.withLock { () throws(TargetError) -> [[UInt8]] in
+            try withStoppedLocked("write") { c throws(TargetError) -> [[UInt8]] in
+                let pipelined = isQEMU && pipelineWindow(c) > 1 && !physicalMode
+                    && blocks.allSatisfy { !$0.bytes.isEmpty && $0.bytes.count <= maxWriteChunk }
+                if pipelined, let back = try writePipelinedLocked(c, blocks) { return back }
+                var back: [[UInt8]] = []
+                for block in blocks where !block.bytes.isEmpty {
+                    try writeLocked(c, address: block.address, bytes: block.bytes)
+                    back.append(try readLocked(c, address: block.address, count: block.bytes.count, allowPhysical: true))
+                }
+                return back
             }
         }
     }
@@ -373,7 +429,7 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
 
     private func continueLocked(_ c: RSPConnection) throws(TargetError) {
         try setPhysicalMode(c, false)
-        try c.send("c")
+        try c.post("c")
         c.discardStrayStopReply()
         running = true
     }
@@ -392,6 +448,169 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
             watchdogTripped = true
             try? guarded { () throws(TargetError) in try continueLocked(c) }
         }
+    }
+
+    // MARK: Pipelined stop and write (lock held)
+
+    /// The snapshot in one exchange behind the interrupt, or nil (nothing sent) when this stub or
+    /// state does not allow it.
+    private func stopPipelinedLocked(_ ranges: [Range<UInt64>]) throws(TargetError) -> StopSnapshot? {
+        let c = try liveConnection()
+        guard !explicitlyStopped else { throw .alreadyStopped(target: name) }
+        guard isQEMU, running, !threads.isEmpty, pipelineWindow(c) > 1,
+              ranges.allSatisfy({ !$0.isEmpty && $0.count <= Self.readChunk }) else { return nil }
+        let list = threads
+        var requests: [[UInt8]] = []
+        for thread in list { requests.append(Array(("Hg" + thread).utf8)); requests.append(Array("g".utf8)) }
+        for range in ranges {
+            var m: [UInt8] = [UInt8(ascii: "m")]
+            HexCodec.appendNumber(range.lowerBound, to: &m)
+            m.append(UInt8(ascii: ","))
+            HexCodec.appendNumber(UInt64(range.count), to: &m)
+            requests.append(m)
+        }
+        var replies = [[UInt8]](repeating: [], count: requests.count)
+        // Armed before the interrupt so that scheduling it is not part of the pause; it acts only
+        // if this generation is still explicitly stopped when it fires.
+        stopGeneration &+= 1
+        armWatchdog(generation: stopGeneration)
+        try guarded { () throws(TargetError) in
+            c.queue(raw: [0x03])
+            // The stop reply comes first: exchange keeps it aside as a stray and waitForStopReply takes it.
+            try c.exchange(count: requests.count, window: max(requests.count, pipelineWindow(c)),
+                           context: "interrupt with Hg/g for \(list.count) threads and \(ranges.count) reads",
+                           request: { i, out in out.append(contentsOf: requests[i]) },
+                           reply: { i in replies[i] = c.packet; return true })
+            _ = try c.waitForStopReply(context: "interrupt (0x03)")
+        }
+        running = false
+        kernelRoute = .unknown
+        pageTables = nil
+        selectedThread = list.last
+        do throws(TargetError) {
+            var contexts: [ExecutionContext] = []
+            for (n, thread) in list.enumerated() {
+                guard replies[2 * n] == Array("OK".utf8) else {
+                    selectedThread = nil
+                    threads = []
+                    throw .remoteError(target: name, request: "Hg" + thread, reply: c.preview(replies[2 * n]))
+                }
+                contexts.append(ExecutionContext(id: thread, programCounter: try programCounter(in: replies[2 * n + 1], thread: thread)))
+            }
+            var contents: [[UInt8]] = []
+            for (k, range) in ranges.enumerated() {
+                let reply = replies[2 * list.count + k]
+                if let bytes = Self.memory(inReply: reply, count: range.count) {
+                    if Self.isKernelAddress(range.lowerBound), let last = list.last { kernelRoute = .thread(last) }
+                    contents.append(bytes)
+                } else {
+                    // E14 (a vCPU in user mode under PTI) or a short read: the general route finds a way.
+                    contents.append(try readLocked(c, address: range.lowerBound, count: range.count, allowPhysical: true))
+                }
+            }
+            explicitlyStopped = true
+            watchdogTripped = false
+            return StopSnapshot(contexts: contexts, contents: contents)
+        } catch {
+            try? guarded { () throws(TargetError) in try continueLocked(c) }
+            throw error
+        }
+    }
+
+    /// The largest read done in passing (interrupt, reads and `c` in one write): 16 chunks of 0x800.
+    static let inPassingLimit = 16 * readChunk
+
+    /// `ranges` read with the interrupt and the `c` around the requests in one write, or nil (the
+    /// caller takes the general route) when the stub or state does not allow it or a read failed.
+    private func readInPassingLocked(_ ranges: [Range<UInt64>]) throws(TargetError) -> [[UInt8]]? {
+        let c = try liveConnection()
+        let total = ranges.reduce(0) { $0 + $1.count }
+        guard isQEMU, running, !explicitlyStopped, !watchdogTripped, pipelineWindow(c) > 1,
+              total > 0, total <= Self.inPassingLimit else { return nil }
+        var chunks: [(range: Int, address: UInt64, count: Int)] = []
+        for (k, range) in ranges.enumerated() {
+            var address = range.lowerBound
+            while address < range.upperBound {
+                let n = Int(min(UInt64(Self.readChunk), range.upperBound - address))
+                chunks.append((k, address, n))
+                address += UInt64(n)
+            }
+        }
+        var contents = ranges.map { [UInt8](repeating: 0, count: $0.count) }
+        var complete = true
+        try guarded { () throws(TargetError) in
+            try c.exchange(count: chunks.count, window: chunks.count, context: "interrupt, \(chunks.count) reads and continue",
+                           prefix: [0x03], then: "c",
+                           request: { i, out in
+                               out.append(UInt8(ascii: "m"))
+                               HexCodec.appendNumber(chunks[i].address, to: &out)
+                               out.append(UInt8(ascii: ","))
+                               HexCodec.appendNumber(UInt64(chunks[i].count), to: &out)
+                           },
+                           reply: { i in
+                               let chunk = chunks[i]
+                               if let bytes = Self.memory(inReply: c.packet, count: chunk.count) {
+                                   let offset = Int(chunk.address - ranges[chunk.range].lowerBound)
+                                   contents[chunk.range].replaceSubrange(offset..<offset + chunk.count, with: bytes)
+                               } else {
+                                   complete = false
+                               }
+                               return true
+                           })
+        }
+        // The stop reply to the interrupt came first and was kept aside; the `c` made it stale.
+        // QEMU made the thread it names the general one (as after any interrupt).
+        selectedThread = c.strayStopReply.flatMap(Self.thread(inStopReply:))
+        c.discardStrayStopReply()
+        kernelRoute = .unknown
+        pageTables = nil
+        return complete ? contents : nil
+    }
+
+    /// `M` for every block, then `m` for every block, in one burst; nil when any `M` failed (the
+    /// caller then takes the general route for all blocks: rewriting a block is harmless).
+    private func writePipelinedLocked(_ c: RSPConnection, _ blocks: [MemoryBlock]) throws(TargetError) -> [[UInt8]]? {
+        if let route = blocks.contains(where: { Self.isKernelAddress($0.address) }) ? kernelRoute : nil {
+            switch route {
+            case .physical: return nil
+            case .thread(let thread): try selectThread(c, thread)
+            case .unknown: break
+            }
+        }
+        var replies = [[UInt8]](repeating: [], count: blocks.count * 2)
+        // The acks of the last replies wait for the `c` that usually follows (withStoppedLocked or
+        // resume() flushes them with it; any other request flushes them first).
+        try c.exchange(count: blocks.count * 2, window: max(blocks.count * 2, pipelineWindow(c)),
+                       context: "M and m for \(blocks.count) blocks", holdAcks: true,
+                       request: { i, out in
+                           let block = blocks[i % blocks.count]
+                           out.append(UInt8(ascii: i < blocks.count ? "M" : "m"))
+                           HexCodec.appendNumber(block.address, to: &out)
+                           out.append(UInt8(ascii: ","))
+                           HexCodec.appendNumber(UInt64(block.bytes.count), to: &out)
+                           if i < blocks.count {
+                               out.append(UInt8(ascii: ":"))
+                               HexCodec.append(block.bytes[...], to: &out)
+                           }
+                       },
+                       reply: { i in replies[i] = c.packet; return true })
+        guard replies[..<blocks.count].allSatisfy({ $0 == Array("OK".utf8) }) else { return nil }
+        var back: [[UInt8]] = []
+        for (k, block) in blocks.enumerated() {
+            let bytes = Self.memory(inReply: replies[blocks.count + k], count: block.bytes.count)
+            if let bytes { back.append(bytes) }
+            else { back.append(try readLocked(c, address: block.address, count: block.bytes.count, allowPhysical: true)) }
+        }
+        if let thread = selectedThread, blocks.contains(where: { Self.isKernelAddress($0.address) }) { kernelRoute = .thread(thread) }
+        return back
+    }
+
+    /// The bytes of an `m` reply when it holds exactly `count` of them (not an error, not short).
+    static func memory(inReply reply: [UInt8], count: Int) -> [UInt8]? {
+        guard reply.first != UInt8(ascii: "E"), reply.count == count * 2 else { return nil }
+        var bytes = [UInt8](repeating: 0, count: count)
+        let decoded = reply.withUnsafeBufferPointer { hex in bytes.withUnsafeMutableBytes { HexCodec.decode(hex, into: $0) } }
+        return decoded == count ? bytes : nil
     }
 
     // MARK: Memory (lock held, target stopped)

@@ -15,6 +15,10 @@ public protocol MemoryTarget: AnyObject {
     /// Reads exactly `count` bytes at `address`, or throws. Never reads more than asked.
     func read(at address: UInt64, count: Int) throws -> [UInt8]
 
+    /// Reads several ranges, at once where the backend can (one stop of a VM instead of one per
+    /// range); one array per range, in order. The default reads one range at a time.
+    func read(ranges: [Range<UInt64>]) throws -> [[UInt8]]
+
     /// Writes `bytes` at `address`. Callers check first; backends only carry the bytes.
     func write(at address: UInt64, bytes: [UInt8]) throws
 
@@ -27,8 +31,66 @@ public protocol MemoryTarget: AnyObject {
     /// The program counters of all CPUs or threads; valid while stopped.
     func programCounters() throws -> [ExecutionContext]
 
+    /// Stops every CPU or thread and, within the same stop, returns their program counters and the
+    /// bytes of `ranges`: everything the engine must know before it may write. The pause window is
+    /// made of round trips, so a backend that can ask for all of it at once does (QEMU's stub takes
+    /// the requests queued behind the interrupt and answers them in order). Stopped on return; on a
+    /// throw the target is resumed. The default is `stop()`, `programCounters()`, then `read`s.
+    func stop(reading ranges: [Range<UInt64>]) throws -> StopSnapshot
+
+    /// Writes every block, then reads each back, in as few exchanges as the backend allows; returns
+    /// the bytes read back, one array per block. The default writes and reads one block at a time.
+    func write(_ blocks: [MemoryBlock]) throws -> [[UInt8]]
+
     /// Releases the backend (resuming the target first if it is stopped). Idempotent.
     func close()
+}
+
+extension MemoryTarget {
+    public func read(ranges: [Range<UInt64>]) throws -> [[UInt8]] {
+        try ranges.map { try read(at: $0.lowerBound, count: $0.count) }
+    }
+
+    public func stop(reading ranges: [Range<UInt64>]) throws -> StopSnapshot {
+        try stop()
+        do {
+            let contexts = try programCounters()
+            let contents = try ranges.map { try read(at: $0.lowerBound, count: $0.count) }
+            return StopSnapshot(contexts: contexts, contents: contents)
+        } catch {
+            try? resume()
+            throw error
+        }
+    }
+
+    public func write(_ blocks: [MemoryBlock]) throws -> [[UInt8]] {
+        try blocks.map { block in
+            try write(at: block.address, bytes: block.bytes)
+            return try read(at: block.address, count: block.bytes.count)
+        }
+    }
+}
+
+/// Bytes at an address of the target, to write.
+public struct MemoryBlock: Sendable, Hashable {
+    public var address: UInt64
+    public var bytes: [UInt8]
+    public init(address: UInt64, bytes: [UInt8]) {
+        self.address = address
+        self.bytes = bytes
+    }
+    public var range: Range<UInt64> { address..<(address + UInt64(bytes.count)) }
+}
+
+/// What one stop saw: where every CPU or thread was, and the bytes asked for.
+public struct StopSnapshot: Sendable, Hashable {
+    public var contexts: [ExecutionContext]
+    /// The bytes of each range asked for, in the order asked.
+    public var contents: [[UInt8]]
+    public init(contexts: [ExecutionContext], contents: [[UInt8]]) {
+        self.contexts = contexts
+        self.contents = contents
+    }
 }
 
 public struct TargetCapabilities: OptionSet, Sendable, Hashable {

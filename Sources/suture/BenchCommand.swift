@@ -2,6 +2,8 @@ import ArgumentParser
 import Foundation
 import ELF
 import Patching
+import Lab
+import Targets
 
 /// `suture bench pause`: the pause window of real apply/revert cycles, for BENCHMARKS.md.
 struct BenchCommand: ParsableCommand {
@@ -25,21 +27,55 @@ struct BenchCommand: ParsableCommand {
 
         func run() throws {
             try running("bench pause") {
+                // On the lab, QEMU's STOP/RESUME events say how long the guest really could not run.
+                let vmLog: VMRunStateLog?
+                if case .lab = try TargetSpec.parse(targetOptions.target), case let .up(state) = try LabVM().status() {
+                    vmLog = try VMRunStateLog(state: state)
+                } else {
+                    vmLog = nil
+                }
                 let session = try targetOptions.open()
                 let state = FileManager.default.temporaryDirectory.appendingPathComponent("suture-bench-\(getpid())").path
                 defer { try? FileManager.default.removeItem(atPath: state) }
                 let engine = session.engine(journal: Journal(directory: state))
                 let place = try session.resolve(expression)
                 let bundle = try HandPatch(target: session.target, symbols: session.symbols).flip(at: place.address)
-                var applies: [Double] = [], reverts: [Double] = []
+                var applies: [PauseWindow] = [], reverts: [PauseWindow] = []
+                var applyCalls: [ClosedRange<Double>] = [], revertCalls: [ClosedRange<Double>] = []
                 for _ in 0..<max(1, cycles) {
-                    if let p = try engine.apply(bundle).pause?.microseconds { applies.append(p) }
-                    if let p = try engine.revert(id: bundle.id).pause?.microseconds { reverts.append(p) }
+                    var start = Self.realtime()
+                    if let p = try engine.apply(bundle).pause { applies.append(p) }
+                    applyCalls.append(start...Self.realtime())
+                    start = Self.realtime()
+                    if let p = try engine.revert(id: bundle.id).pause { reverts.append(p) }
+                    revertCalls.append(start...Self.realtime())
                 }
                 print("pause window on \(session.name), \(bundle.description ?? ""), \(cycles) cycles (µs):")
-                print(Self.summary("apply ", applies))
-                print(Self.summary("revert", reverts))
+                print(Self.summary("apply  (client: stop sent → resume sent)", applies.map(\.microseconds)))
+                print(Self.summary("revert (client: stop sent → resume sent)", reverts.map(\.microseconds)))
+                guard let vmLog else { return }
+                let pauses = try vmLog.pauses(settle: 0.2)
+                if ProcessInfo.processInfo.environment["SUTURE_BENCH_DEBUG"] != nil {
+                    for p in pauses.prefix(8) { print(String(format: "qemu %.6f → %.6f", p.stoppedAt, p.resumedAt)) }
+                    for w in applies.prefix(4) { print(String(format: "apply %.6f → %.6f", w.startedAt, w.endedAt)) }
+                }
+                for (label, windows, calls) in [("apply ", applies, applyCalls), ("revert", reverts, revertCalls)] {
+                    // The write's own stop is the one QEMU recorded inside the client's window.
+                    let matched = windows.compactMap { w in pauses.first { $0.stoppedAt >= w.startedAt && $0.stoppedAt <= w.endedAt } }
+                    print(Self.summary("\(label) (QEMU: STOP → RESUME event)", matched.map(\.microseconds)))
+                    let perCall = calls.map { call in pauses.filter { call.contains($0.stoppedAt) } }
+                    let counts = perCall.map(\.count).sorted()
+                    print(Self.summary("\(label) (QEMU: all stops of one command, summed)",
+                                       perCall.map { $0.reduce(0) { $0 + $1.microseconds } })
+                          + "  stops per command: \(counts.first ?? 0)–\(counts.last ?? 0)")
+                }
             }
+        }
+
+        static func realtime() -> Double {
+            var now = timespec()
+            clock_gettime(CLOCK_REALTIME, &now)
+            return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
         }
 
         static func summary(_ label: String, _ values: [Double]) -> String {

@@ -22,6 +22,13 @@ final class RSPConnection {
     /// The last stop reply that arrived while something else was awaited (a stale or unsolicited one).
     private(set) var strayStopReply: [UInt8]?
 
+    /// Packets posted without waiting for their acknowledgement (`c`), oldest first: the next `+`
+    /// on the wire is theirs, and a `-` asks for the oldest again.
+    private var posted: [[UInt8]] = []
+    private var postedResends = 0
+    /// Packets received now are not acknowledged (see `exchange(… then:)`).
+    private var quiet = false
+
     private var inbox: [UInt8] = []
     private var inboxStart = 0
     private var outbox: [UInt8] = []
@@ -133,7 +140,20 @@ final class RSPConnection {
     func nextEvent(waitingFor: String) throws(TargetError) -> Event {
         let deadline = Deadline.after(seconds: timeout)
         while true {
-            if let event = try parseEvent() { return event }
+            if let event = try parseEvent() {
+                guard !posted.isEmpty, event != .packet else { return event }
+                if event == .ack {
+                    posted.removeFirst()
+                    postedResends = 0
+                } else {
+                    postedResends += 1
+                    guard postedResends <= 8 else {
+                        throw .protocolViolation(target: name, context: "'\(preview(posted[0]))'", expected: "'+'", found: "'-' \(postedResends) times")
+                    }
+                    outbox.append(contentsOf: posted[0])
+                }
+                continue
+            }
             try flush(during: waitingFor)
             let got: Result<Int?, SystemCallError> = receiveBuffer.withUnsafeMutableBytes { raw in
                 do throws(SystemCallError) { return .success(try syscalls.receive(fd, into: raw, until: deadline)) }
@@ -183,7 +203,7 @@ final class RSPConnection {
                 let payloadRange = inboxStart + 1..<found.hash
                 inboxStart = found.hash + 3
                 guard given == UInt64(found.sum) else {
-                    if ackMode {
+                    if ackMode && !quiet {
                         // Ask for the packet again; the stub resends it.
                         outbox.append(UInt8(ascii: "-"))
                         continue
@@ -192,7 +212,7 @@ final class RSPConnection {
                                              found: String(decoding: inbox[found.hash + 1...found.hash + 2], as: UTF8.self))
                 }
                 expand(payloadRange)
-                if ackMode { outbox.append(UInt8(ascii: "+")) }
+                if ackMode && !quiet { outbox.append(UInt8(ascii: "+")) }
                 return .packet
             default:
                 // Anything else between packets (a stray byte, a notification start) is skipped.
@@ -242,10 +262,27 @@ final class RSPConnection {
     /// Acknowledgements follow the stream's order: each `+` or `-` answers the oldest unacknowledged
     /// request (`-` → resend it), and each reply answers the oldest acknowledged one. With one request
     /// in flight this is the ordinary ack/resend protocol.
-    func exchange(count: Int, window: Int, context: String,
+    ///
+    /// `holdAcks` leaves the acknowledgements of the last replies in the outbox, to travel with the
+    /// next packet (the `c` that ends a pause window) instead of costing a write of their own.
+    ///
+    /// `prefix` goes out just before the first request (the interrupt byte), and `then` is a packet
+    /// with no reply (`c`) sent right behind the last request, in the same write: QEMU handles the
+    /// bytes in order, so `0x03`, reads, `c` stop the VM, answer the reads and resume it with no
+    /// round trip of ours in between. `then` needs `window >= count`. The replies of such an
+    /// exchange are not acknowledged: the acks would reach QEMU after the `c`, and any byte that
+    /// reaches it while the VM runs stops the VM again. QEMU needs none: the next `$` it receives
+    /// ends its wait for an ack. (A reply with a bad checksum cannot be asked for again then; it
+    /// is a protocol violation.)
+    func exchange(count: Int, window: Int, context: String, holdAcks: Bool = false,
+                  prefix: [UInt8] = [], then posted: String? = nil,
                   request: (Int, inout [UInt8]) -> Void,
                   reply: (Int) throws(TargetError) -> Bool) throws(TargetError) {
         guard count > 0 else { return }
+        precondition(posted == nil || window >= count, "a posted packet must follow the last request")
+        outbox.append(contentsOf: prefix)
+        quiet = posted != nil
+        defer { quiet = false }
         var unacked: [Int] = [], unackedHead = 0       // sent, waiting for '+'
         var awaiting: [Int] = [], awaitingHead = 0     // acknowledged, waiting for the reply
         var frames: [Int: [UInt8]] = [:]               // kept until acknowledged, for resending
@@ -272,6 +309,17 @@ final class RSPConnection {
         }
 
         issue()
+        // The posted packet takes index -1: acknowledged like the others, never awaiting a reply.
+        let postedIndex = -1
+        if let posted {
+            var framed: [UInt8] = []
+            Self.frame(Array(posted.utf8), into: &framed)
+            outbox.append(contentsOf: framed)
+            if ackMode {
+                frames[postedIndex] = framed
+                unacked.append(postedIndex)
+            }
+        }
         while received < next {
             switch try nextEvent(waitingFor: "the reply to \(context)") {
             case .ack:
@@ -279,7 +327,7 @@ final class RSPConnection {
                     let i = unacked[unackedHead]
                     unackedHead += 1
                     frames[i] = nil
-                    awaiting.append(i)
+                    if i != postedIndex { awaiting.append(i) }
                 }
             case .nak:
                 if unackedHead < unacked.count {
@@ -301,6 +349,10 @@ final class RSPConnection {
                     awaitingHead += 1
                 } else if unackedHead < unacked.count {
                     // The stub replied without acknowledging first: the reply implies the ack.
+                    guard unacked[unackedHead] != postedIndex else {
+                        throw .protocolViolation(target: name, context: context, expected: "no reply to '\(posted ?? "")'",
+                                                 found: "'\(preview(packet))'")
+                    }
                     index = unacked[unackedHead]
                     unackedHead += 1
                     frames[index] = nil
@@ -315,7 +367,10 @@ final class RSPConnection {
             if unackedHead > 64 { unacked.removeFirst(unackedHead); unackedHead = 0 }
             if awaitingHead > 64 { awaiting.removeFirst(awaitingHead); awaitingHead = 0 }
         }
-        try flush(during: context)
+        // Every reply is in, so only the posted packet can still be unacknowledged: its `+` is
+        // taken off the stream by the next exchange.
+        if let framed = frames[postedIndex], unacked[unackedHead...].contains(postedIndex) { self.posted.append(framed) }
+        if !holdAcks { try flush(during: context) }
     }
 
     /// Sends one request and returns its reply.
@@ -353,6 +408,17 @@ final class RSPConnection {
                 throw .protocolViolation(target: name, context: "'\(text)'", expected: "'+'", found: "'\(preview(packet))'")
             }
         }
+    }
+
+    /// Sends a packet that has no reply until later (`c`) without waiting for its acknowledgement:
+    /// the `+` is taken off the stream by whichever exchange comes next. Resuming a stopped target
+    /// is the last step of a pause window, and waiting for the `+` would add a round trip to it.
+    func post(_ text: String) throws(TargetError) {
+        var framed: [UInt8] = []
+        Self.frame(Array(text.utf8), into: &framed)
+        outbox.append(contentsOf: framed)
+        if ackMode { posted.append(framed) }
+        try flush(during: "'\(text)'")
     }
 
     /// Waits for a stop reply (`T`/`S`), skipping console output (`O…`) and stray acks.
