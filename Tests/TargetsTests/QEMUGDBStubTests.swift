@@ -30,8 +30,11 @@ import TestSupport
                 "-append", "console=ttyS0 nokaslr pti=on panic=-1 loglevel=3",
                 "-display", "none", "-monitor", "none", "-no-reboot", "-serial", "file:\(log.path)",
                 "-gdb", "tcp:127.0.0.1:\(port)",
+                "-qmp", "unix:\(folder.appendingPathComponent("qmp.sock").path),server=on,wait=off",
             ], stderrPath: folder.appendingPathComponent("qemu.err").path)
         }
+
+        var qmpSocket: String { folder.appendingPathComponent("qmp.sock").path }
 
         var serial: String { (try? String(contentsOf: log, encoding: .utf8)) ?? "" }
 
@@ -56,6 +59,58 @@ import TestSupport
             qemu.kill()
             try? FileManager.default.removeItem(at: folder)
         }
+    }
+
+    /// Reads while the VM runs go out as interrupt, reads and `c` in one write; the write window's
+    /// stop carries the program counters and reads with the interrupt. Here every vCPU is in user
+    /// mode under PTI, so each of those kernel reads fails (E14) and must take the general route,
+    /// and the VM must be running again after every call (a late ack would stop it for good).
+    @Test func pipelinedStopsAndReadsInPassingUnderPTI() throws {
+        let guest = try Guest()
+        defer { guest.stop() }
+        try guest.waitFor("SPINNING", seconds: 120)
+        let symbols = try guest.symbols()
+        let banner = try #require(symbols.symbols(named: "linux_banner").first).address
+        let target = try GDBRemoteTarget(host: "127.0.0.1", port: guest.port, symbols: symbols)
+        defer { target.close() }
+        let qmp = try QMPMonitor(socket: guest.qmpSocket)
+        try target.stop()
+        let reference = try target.read(at: banner, count: 0x1800)
+        try target.resume()
+
+        var before = try qmp.runStateEvents()
+        for _ in 0..<5 {
+            let parts = try target.read(ranges: [banner..<(banner + 0x40), (banner + 0x40)..<(banner + 0x1800)])
+            #expect(Array(parts.joined()) == reference)
+            #expect(try qmp.isRunning(), "a read left the VM stopped")
+        }
+        var after = try qmp.runStateEvents()
+        #expect(after.stops - before.stops == after.resumes - before.resumes)
+        // Each read: one stop in passing, and (E14 here) one more through the general route.
+        #expect(after.stops - before.stops <= 10)
+
+        before = after
+        let snapshot = try target.stop(reading: [banner..<(banner + 0x10), (banner + 0x100)..<(banner + 0x110)])
+        #expect(snapshot.contexts.count == 2)
+        #expect(snapshot.contexts.allSatisfy { $0.programCounter < 0x8000_0000_0000_0000 }, "init spins in user mode")
+        #expect(snapshot.contents == [Array(reference[0..<0x10]), Array(reference[0x100..<0x110])])
+        #expect(try !qmp.isRunning())
+        let back = try target.write([MemoryBlock(address: banner, bytes: Array("Lunix".utf8)),
+                                     MemoryBlock(address: banner + 0x100, bytes: [reference[0x100] ^ 0xff])])
+        #expect(back == [Array("Lunix".utf8), [reference[0x100] ^ 0xff]])
+        let restored = try target.write([MemoryBlock(address: banner, bytes: Array(reference[0..<0x110]))])
+        #expect(restored == [Array(reference[0..<0x110])])
+        try target.resume()
+        #expect(try qmp.isRunning())
+        after = try qmp.runStateEvents()
+        #expect(after.stops - before.stops == 1, "the snapshot, the writes and the read-backs share one stop")
+        #expect(after.resumes - before.resumes == 1)
+        #expect(try target.read(at: banner, count: 0x1800) == reference)
+
+        // Reads that are too large to go in passing still leave the VM running.
+        let whole = try target.read(at: banner, count: GDBRemoteTarget.inPassingLimit + 0x800)
+        #expect(Array(whole.prefix(0x1800)) == reference)
+        #expect(try qmp.isRunning())
     }
 
     @Test func kernelIdentityReadsWritesAndPauseWindowUnderPTI() throws {
