@@ -22,6 +22,11 @@ public final class VMRunStateLog {
         client = try QMPClient(socketPath: state.qmpSocket, timeout: timeout)
     }
 
+    /// True when QEMU reports the VM running (`query-status`).
+    public func isRunning() throws(LabError) -> Bool {
+        try client.execute("query-status").contains("\"running\": true")
+    }
+
     /// Every complete pause seen so far (waiting up to `settle` seconds for events still in flight),
     /// oldest first; the log keeps them.
     public func pauses(settle: Double = 0.05) throws(LabError) -> [Pause] {

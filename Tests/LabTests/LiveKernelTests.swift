@@ -63,6 +63,35 @@ extension LiveKernelTests {
                     "\(status.stdout)")
         }
 
+        @Test("an apply stops the VM twice (one read for preflight, one stop for the write) and the VM runs afterwards")
+        func stopsPerApply() throws {
+            let lab = try SharedLab.require()
+            let symbols = try lab.vm.kallsyms().index()
+            let lease = try LabGDBLease(paths: lab.vm.paths)
+            defer { withExtendedLifetime(lease) {} }
+            let target = try GDBRemoteTarget(host: "127.0.0.1", port: lab.state.gdbPort, symbols: symbols)
+            defer { target.close() }
+            let journal = try Fixtures.temporaryFolder("suture-journal")
+            defer { try? FileManager.default.removeItem(at: journal) }
+            let engine = PatchEngine(target: target, targetName: "lab", symbols: symbols, journal: Journal(directory: journal.path))
+            let place = try AddressExpression.parse("nfs_flock [nfs]+0x2f").resolve(in: symbols)
+            let bundle = try HandPatch(target: target, symbols: symbols).flip(at: place.address)
+            let log = try VMRunStateLog(state: lab.state)
+
+            for step in ["apply", "revert"] {
+                let before = try log.pauses().count
+                let pause = try #require(step == "apply" ? try engine.apply(bundle).pause : try engine.revert(id: bundle.id).pause)
+                let pauses = try log.pauses(settle: 0.3)
+                #expect(pauses.count - before == 2, "\(step): QEMU recorded \(pauses.count - before) stops")
+                // The write's stop is the one inside the client's window; QEMU's account of it is shorter.
+                let write = try #require(pauses.last)
+                #expect(write.stoppedAt >= pause.startedAt && write.stoppedAt <= pause.endedAt)
+                #expect(write.microseconds <= pause.microseconds + 1000)
+                #expect(try log.isRunning(), "\(step) left the VM stopped")
+            }
+            #expect(try target.read(at: place.address, count: 2) == [0x74, 0x39])
+        }
+
         @Test("the live nfs_flock and the whole live nfs .text equal nfs.ko outside relocations and rewrite tables")
         func liveNFSTextMatchesTheModuleFile() throws {
             let lab = try SharedLab.require()
