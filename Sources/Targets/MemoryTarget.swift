@@ -1,9 +1,10 @@
 /// What every backend (GDB stub, process, /dev/kmem, /dev/mem, /proc/kcore, ELF file) offers the
 /// patch engine. Addresses are virtual addresses of the target's code, as symbols give them.
 ///
-/// The engine drives a write as: `identity()` → reads for preflight → `stop()` → `programCounters()`
-/// → writes → reads back → `resume()`. Backends that cannot stop the world say so in `capabilities`,
-/// and the engine then restricts itself to single naturally-aligned stores.
+/// The engine drives a write as: `identity()` → `read(ranges:)` for preflight → `stop(reading:)`
+/// (program counters and the hunks' bytes in one stop) → `write(_:)` (writes and read-backs) →
+/// `resume()`. Backends that cannot stop the world say so in `capabilities`, and the engine then
+/// restricts itself to single naturally-aligned stores.
 public protocol MemoryTarget: AnyObject {
     /// How the target was named (`gdb:127.0.0.1:1234`, `pid:42`, `file:/tmp/a.out`): for messages.
     var name: String { get }
