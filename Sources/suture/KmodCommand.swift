@@ -28,11 +28,25 @@ struct KmodCommand: ParsableCommand {
         var headers: String?
         @Option(help: ArgumentHelp("The Suture checkout holding kmod/ (default: the one this binary was built from).", valueName: "dir"))
         var source: String?
+        @Option(name: .customLong("sign-key"), help: ArgumentHelp(
+            "Sign the module with this PEM private key (the headers' scripts/sign-file, hash from CONFIG_MODULE_SIG_HASH), "
+            + "for kernels that enforce signatures or are locked down.", valueName: "key"))
+        var signKey: String?
+        @Option(name: .customLong("sign-cert"), help: ArgumentHelp(
+            "The key's X.509 certificate, PEM or DER (default: the --sign-key file, when it holds both).", valueName: "cert"))
+        var signCert: String?
+
+        func validate() throws {
+            if signCert != nil && signKey == nil { throw ValidationError("--sign-cert needs --sign-key") }
+        }
+
         func run() throws {
             try running("kmod build") {
                 let release = kernelRelease ?? KmodCommand.runningRelease()
                 let module = KernelModule(sourceRoot: source)
-                let path = try module.build(release: release, headers: headers, progress: KmodCommand.progress)
+                // Checked before the build, so a wrong key file fails in a second, not after make.
+                let signer = try signKey.map { key throws(ModuleSigningError) in try ModuleSigner(key: key, certificate: signCert) }
+                let path = try module.build(release: release, headers: headers, signer: signer, progress: KmodCommand.progress)
                 FileHandle.standardOutput.write(Data((path + "\n").utf8))
             }
         }
