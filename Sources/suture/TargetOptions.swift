@@ -90,13 +90,14 @@ struct TargetOptions: ParsableArguments {
     static func openLocalKernel(access: Access, symbols: SymbolIndex) throws -> MemoryTarget {
         let device = LocalKernelTarget.defaultDevicePath
         if FileManager.default.fileExists(atPath: device) { return try LocalKernelTarget(devicePath: device) }
-        let status = KernelModuleStatus.current(device: device)
-        let obstacles = status.obstacles
-        let loadable = obstacles.isEmpty ? "" : "; it cannot be loaded now:\n" + obstacles.map { "  - \($0)" }.joined(separator: "\n")
-            + (obstacles.contains(where: \.isLiftedBySigning) ? "\n  " + KernelModuleStatus.signingHint : "")
+        let obstacles = KernelModuleStatus.current(device: device).obstacles
+        // What to do next: load it, or (when something stops that) what stops it.
+        let next = obstacles.isEmpty ? "run `suture kmod load` first"
+            : "`suture kmod load` cannot load it now:\n" + obstacles.map { "  - \($0)" }.joined(separator: "\n")
+                + (obstacles.contains(where: \.isLiftedBySigning) ? "\n  " + KernelModuleStatus.signingHint : "")
         guard access == .read else {
-            throw CommandFailure("-t local: the helper module is not loaded (no \(device)) and writes to this kernel go through it: "
-                                 + "run `suture kmod load` first; nothing was changed" + loadable)
+            throw CommandFailure("-t local: the helper module is not loaded (no \(device)) and writes to this kernel go through it; "
+                                 + "nothing was changed; " + next)
         }
         do {
             let target = try KcoreTarget(path: TargetSpec.defaultKcorePath, kernel: kernelSymbols(symbols))
@@ -105,7 +106,7 @@ struct TargetOptions: ParsableArguments {
             return target
         } catch {
             throw CommandFailure("-t local: the helper module is not loaded (no \(device)) and \(TargetSpec.defaultKcorePath) cannot be read "
-                                 + "(\(error)): run `suture kmod load`" + loadable)
+                                 + "(\(error)); " + next)
         }
     }
 

@@ -181,4 +181,31 @@ struct KmodStatusTests {
         #expect(nobody.stdout.contains("running as root: no (uid 65534)"))
         #expect(nobody.stdout.contains("  - loading a module needs root (CAP_SYS_MODULE); this process runs as uid 65534"))
     }
+
+    @Test("-t local on this host without the module: revert refuses, writes no journal, and says what loading the module takes; status reads /proc/kcore or says why not")
+    func localTargetWithoutModule() throws {
+        for device in ["/dev/suture", "/dev/kmem"] where FileManager.default.fileExists(atPath: device) {
+            print("SKIP: \(device) exists on this host, so -t local does not reach the path without the module (the lab test covers it)")
+            return
+        }
+        let state = try Fixtures.temporaryFolder("suture-local-state").appendingPathComponent("state")
+        let environment = ["SUTURE_STATE_DIR": state.path]
+        let revert = try Fixtures.suture(["revert", "-t", "local", "--all"], environment: environment)
+        #expect(revert.status == 1)
+        #expect(revert.stderr.hasPrefix("suture revert: -t local: the helper module is not loaded (no /dev/suture) and writes to this "
+                                        + "kernel go through it; nothing was changed; "), "\(revert.stderr)")
+        let obstacles = KernelModuleStatus.current().obstacles
+        #expect(revert.stderr.contains(obstacles.isEmpty ? "run `suture kmod load` first"
+                                       : "`suture kmod load` cannot load it now:\n  - \(obstacles[0])"), "\(revert.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: state.path), "revert created the state folder")
+
+        let status = try Fixtures.suture(["status", "-t", "local"], environment: environment)
+        if FileManager.default.isReadableFile(atPath: "/proc/kcore") {
+            #expect(status.status == 0 && status.stdout == "no Suture patches recorded for local\n", "\(status.stderr)")
+            #expect(status.stderr.contains("reading through /proc/kcore"))
+        } else {
+            #expect(status.status == 1)
+            #expect(status.stderr.contains("the helper module is not loaded (no /dev/suture) and /proc/kcore cannot be read"), "\(status.stderr)")
+        }
+    }
 }

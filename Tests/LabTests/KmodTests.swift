@@ -219,7 +219,7 @@ struct KmodTests {
         }
     }
 
-    /// Runs `command` in the guest; with `env` it gets the journal folder the guest's suture uses.
+    /// Runs `command` in the guest with the journal folder the guest's suture uses.
     static func exec(_ vm: LabVM, _ command: String) throws -> CommandResult {
         try vm.exec("SUTURE_STATE_DIR=/var/lib/suture " + command, timeout: 180)
     }
@@ -274,7 +274,7 @@ struct KmodTests {
 
             // -t local without the module refuses to write and says why the module cannot load.
             let revert = try exec("suture revert -t local --all")
-            #expect(revert.status == 1 && revert.output.contains("run `suture kmod load` first; nothing was changed; it cannot be loaded now:")
+            #expect(revert.status == 1 && revert.output.contains("writes to this kernel go through it; nothing was changed; `suture kmod load` cannot load it now:\n")
                     && revert.output.contains("  - the kernel is locked down (integrity"), "\(revert.output)")
 
             // kernel.modules_disabled=1 (one way until reboot): no signature helps.
@@ -322,7 +322,7 @@ struct KmodTests {
             let journalBefore = try exec("cat /var/lib/suture/journal.jsonl").output
             let refused = try exec("suture revert -t local --all")
             #expect(refused.status == 1 && refused.output.contains("the helper module is not loaded (no /dev/suture)")
-                    && refused.output.contains("run `suture kmod load` first; nothing was changed"), "\(refused.output)")
+                    && refused.output.contains("nothing was changed; run `suture kmod load` first"), "\(refused.output)")
             #expect(try exec("flocktest /mnt/nfs/f").output == "flock: No locks available (errno 37)\n")
             #expect(try exec("cat /var/lib/suture/journal.jsonl").output == journalBefore)
             #expect(try exec("suture status -t local").output.contains("\(id)  applied"))
