@@ -102,10 +102,11 @@ public struct KernelModule: Sendable {
         return folder
     }
 
-    /// Compiles the module for `release`; returns the path of `suture.ko`.
+    /// Compiles the module for `release`, signed by `signer` when given (with the headers'
+    /// sign-file and CONFIG_MODULE_SIG_HASH); returns the path of `suture.ko`.
     @discardableResult
     public func build(release: String, headers given: String? = nil, compiler: String? = nil,
-                      progress: LabProgress = { _ in }) throws(LabError) -> String {
+                      signer: ModuleSigner? = nil, progress: LabProgress = { _ in }) throws(LabError) -> String {
         let sources = [("kmod/suture.c", "kmod/suture.c"), ("kmod/Makefile", "kmod/Makefile"),
                        ("Sources/CShim/include/suture_kmod.h", "Sources/CShim/include/suture_kmod.h")]
         for (source, _) in sources where !Files.exists(sourceRoot + "/" + source) {
@@ -130,6 +131,15 @@ public struct KernelModule: Sendable {
         progress("building \(Self.name).ko for \(release) against \(headers) (CC=\(cc))")
         let started = Date()
         try HostCommand.check("make", ["-C", headers, "M=\(tree)/kmod", "CC=\(cc)", "modules"], package: "make")
+        if let signer {
+            // Signed in the private build tree, so the cached module is never half signed.
+            do {
+                let hash = try signer.sign(module: tree + "/kmod/\(Self.name).ko", headers: headers)
+                progress("signed with \(signer.key) (certificate \(signer.certificate), \(hash))")
+            } catch {
+                throw .moduleSigning(error)
+            }
+        }
         let output = modulePath(release: release)
         try Files.writeAtomically(output, try Files.read(tree + "/kmod/\(Self.name).ko"))
         progress("built \(output) in \(Ingredients.elapsed(since: started))")

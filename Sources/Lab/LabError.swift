@@ -23,6 +23,8 @@ public enum LabError: Error, CustomStringConvertible, Sendable {
     case io(path: String, operation: String, errno: Int32)
     /// A unix socket path longer than `sun_path` allows.
     case socketPathTooLong(path: String, limit: Int)
+    /// Signing the helper module failed (a key, a certificate or sign-file).
+    case moduleSigning(ModuleSigningError)
 
     /// No free loopback port could be bound for the gdbstub after several tries.
     case portInUse(port: UInt16, attempts: Int)
@@ -78,6 +80,8 @@ public enum LabError: Error, CustomStringConvertible, Sendable {
             return "\(path): \(operation) failed: \(Self.errnoText(errno)) (errno \(errno))"
         case let .socketPathTooLong(path, limit):
             return "unix socket path \(path) is \(path.utf8.count) bytes; the limit is \(limit): use a shorter run folder"
+        case let .moduleSigning(error):
+            return error.description
         case let .portInUse(port, attempts):
             return "gdbstub port 127.0.0.1:\(port) was taken by another program (\(attempts) ports tried)"
         case let .qemuExited(status, qemuOutput, consoleTail):

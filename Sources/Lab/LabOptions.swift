@@ -16,11 +16,15 @@ public struct LabOptions: Sendable, Hashable {
     /// second cpio archive appended to the cached initramfs in the run folder, so the shared
     /// initramfs is never rebuilt for them.
     public var extraFiles: [LabExtraFile]
+    /// More kernel command-line words (`lockdown=integrity`, `module.sig_enforce=1`): what a real
+    /// machine is booted with and cannot change while it runs.
+    public var kernelArguments: [String]
 
     public init(kaslr: Bool? = nil, smp: Int = 2, memoryMB: Int = 512, nfs: Bool = false,
                 bootTimeout: Double = 120, nfsTimeout: Double = 120, image: LabImage? = nil,
-                qemu: String = "qemu-system-x86_64", extraFiles: [LabExtraFile] = []) {
+                qemu: String = "qemu-system-x86_64", extraFiles: [LabExtraFile] = [], kernelArguments: [String] = []) {
         self.extraFiles = extraFiles
+        self.kernelArguments = kernelArguments
         self.kaslr = kaslr
         self.smp = smp
         self.memoryMB = memoryMB

@@ -177,6 +177,7 @@ public struct LabVM: Sendable {
         func escaped(_ path: String) -> String { path.replacingOccurrences(of: ",", with: ",,") }
         var append = "console=ttyS0 panic=-1 loglevel=4"
         if options.kaslr == false { append += " nokaslr" }
+        for argument in options.kernelArguments { append += " " + argument }
         return [
             "-name", "suture-lab",
             "-accel", "tcg",

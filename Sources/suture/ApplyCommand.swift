@@ -93,7 +93,7 @@ struct StatusCommand: ParsableCommand {
 
     func run() throws {
         try running("status") {
-            let session = try targetOptions.open()
+            let session = try targetOptions.open(access: .read)
             let statuses = try session.engine(journal: targetOptions.journal).status()
             if statuses.isEmpty { print("no Suture patches recorded for \(session.name)") }
             for s in statuses {

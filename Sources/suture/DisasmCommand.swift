@@ -77,7 +77,7 @@ struct DisasmCommand: ParsableCommand {
             var arguments = ["-t", target]
             if let kallsyms { arguments += ["--kallsyms", kallsyms] }
             if let systemMap { arguments += ["--system-map", systemMap] }
-            let session = try TargetOptions.parse(arguments).open()
+            let session = try TargetOptions.parse(arguments).open(access: .read)
             let place = try session.resolve(expression)
             guard let function = session.symbols?.function(containing: place.address), let size = function.size else {
                 throw CommandFailure("\(expression): no function symbol with a size covers \(Hex.address(place.address))")

@@ -24,7 +24,7 @@ struct ReadCommand: ParsableCommand {
             guard let count = Hex.parseNumber(length), count > 0, count <= 1 << 24 else {
                 throw ValidationError("length must be a number from 1 to 16 MiB, got \(length)")
             }
-            let session = try targetOptions.open()
+            let session = try targetOptions.open(access: .read)
             let place = try session.resolve(expression)
             let bytes = try session.target.read(at: place.address, count: Int(count))
             if json {

@@ -26,8 +26,11 @@ struct TargetOptions: ParsableArguments {
 
     var journal: Journal { Journal(directory: stateDirectory ?? Journal.defaultDirectory()) }
 
+    /// What a command will do with the target: `-t local` can be read without the helper module.
+    enum Access { case read, write }
+
     /// Opens the target and gathers its symbols.
-    func open() throws -> TargetSession {
+    func open(access: Access = .write) throws -> TargetSession {
         let spec = try TargetSpec.parse(target)
         if case let .process(pid) = spec { return try Self.openProcess(pid: pid, name: spec.description, symbolFile: elf,
                                                                         otherSources: kallsyms ?? systemMap) }
@@ -77,7 +80,33 @@ struct TargetOptions: ParsableArguments {
             if FileManager.default.fileExists(atPath: TargetSpec.defaultKmemPath) {
                 return TargetSession(name: "local", target: try KmemTarget(path: TargetSpec.defaultKmemPath, kernel: Self.kernelSymbols(symbols)), symbols: symbols)
             }
-            return TargetSession(name: "local", target: try LocalKernelTarget(), symbols: symbols)
+            return TargetSession(name: "local", target: try Self.openLocalKernel(access: access, symbols: symbols), symbols: symbols)
+        }
+    }
+
+    /// `/dev/suture`, or for reading while the module is not loaded (it was unloaded with patches
+    /// in place, say), /proc/kcore. Writing without the module is refused before anything is
+    /// touched, with what loading it takes.
+    static func openLocalKernel(access: Access, symbols: SymbolIndex) throws -> MemoryTarget {
+        let device = LocalKernelTarget.defaultDevicePath
+        if FileManager.default.fileExists(atPath: device) { return try LocalKernelTarget(devicePath: device) }
+        let obstacles = KernelModuleStatus.current(device: device).obstacles
+        // What to do next: load it, or (when something stops that) what stops it.
+        let next = obstacles.isEmpty ? "run `suture kmod load` first"
+            : "`suture kmod load` cannot load it now:\n" + obstacles.map { "  - \($0)" }.joined(separator: "\n")
+                + (obstacles.contains(where: \.isLiftedBySigning) ? "\n  " + KernelModuleStatus.signingHint : "")
+        guard access == .read else {
+            throw CommandFailure("-t local: the helper module is not loaded (no \(device)) and writes to this kernel go through it; "
+                                 + "nothing was changed; " + next)
+        }
+        do {
+            let target = try KcoreTarget(path: TargetSpec.defaultKcorePath, kernel: kernelSymbols(symbols))
+            writeError("note: -t local: the helper module is not loaded (no \(device)); reading through \(TargetSpec.defaultKcorePath). "
+                       + "Writing and reverting need `suture kmod load`.")
+            return target
+        } catch {
+            throw CommandFailure("-t local: the helper module is not loaded (no \(device)) and \(TargetSpec.defaultKcorePath) cannot be read "
+                                 + "(\(error)); " + next)
         }
     }
 

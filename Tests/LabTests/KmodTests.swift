@@ -218,4 +218,122 @@ struct KmodTests {
             #expect(data.status != 0 && data.output.contains("not text"), "\(data.output)")
         }
     }
+
+    /// Runs `command` in the guest with the journal folder the guest's suture uses.
+    static func exec(_ vm: LabVM, _ command: String) throws -> CommandResult {
+        try vm.exec("SUTURE_STATE_DIR=/var/lib/suture " + command, timeout: 180)
+    }
+
+    @Test("booted with lockdown=integrity module.sig_enforce=1: kmod status names both and offers --sign-key; load refuses the unsigned module before insmod, the kernel rejects the untrusted signed one; modules_disabled")
+    func obstaclesInGuest() throws {
+        let unsigned = try Self.module()
+        let signed = try KmodSigningTests.signedModule().ko
+        let signedGuestPath = "lib/suture/extra/suture-signed.ko"
+        let files = try GuestSuture.files(binary: try Fixtures.sutureBinary().path, module: unsigned)
+            + [LabExtraFile(guestPath: signedGuestPath, hostPath: signed)]
+        let options = LabOptions(memoryMB: 1024, bootTimeout: 240, extraFiles: files,
+                                 kernelArguments: ["lockdown=integrity", "module.sig_enforce=1"])
+        try LabHarness.withLab(options) { vm, _ in
+            func exec(_ command: String) throws -> CommandResult { try Self.exec(vm, command + " 2>&1") }
+            // securityfs is where a distribution mounts it; the kernel's own files are the oracle.
+            #expect(try exec("mount -t securityfs securityfs /sys/kernel/security").status == 0)
+            #expect(try exec("cat /sys/kernel/security/lockdown").output == "none [integrity] confidentiality\n")
+            #expect(try exec("cat /sys/module/module/parameters/sig_enforce").output == "Y\n")
+
+            let unsignedPath = "/" + GuestSuture.moduleGuestPath
+            let status = try exec("suture kmod status --module \(unsignedPath)")
+            #expect(status.status == 0, "\(status.output)")
+            for line in ["loaded: no", "module support: yes", "lockdown: integrity (/sys/kernel/security/lockdown)",
+                         "module signatures enforced: yes (module.sig_enforce=Y)", "module loading disabled: no",
+                         "running as root: yes", "module file: \(unsignedPath) (unsigned)", "can load: no",
+                         "  - the kernel is locked down (integrity, /sys/kernel/security/lockdown)",
+                         "  - module signatures are enforced (/sys/module/module/parameters/sig_enforce is Y)",
+                         "suture kmod build --sign-key KEY --sign-cert CERT"] {
+                #expect(status.output.contains(line + (line.hasPrefix("  -") || line.hasPrefix("suture") ? "" : "\n")),
+                        "kmod status lacks \(line):\n\(status.output)")
+            }
+            // suture refuses the unsigned module itself; the kernel agrees when asked directly.
+            let load = try exec("suture kmod load --module \(unsignedPath)")
+            #expect(load.status == 1 && load.output.contains("cannot load \(unsignedPath) (unsigned):\n  - the kernel is locked down"),
+                    "\(load.output)")
+            #expect(!load.output.contains("insmod"), "\(load.output)")
+            let kernel = try exec("insmod \(unsignedPath)")
+            #expect(kernel.status != 0 && kernel.output.contains("Key was rejected by service"), "\(kernel.output)")
+            #expect(try exec("ls /sys/module/suture").status != 0)
+
+            // The signed module passes suture's checks; the kernel does not trust the test key.
+            let signedStatus = try exec("suture kmod status --module /\(signedGuestPath)")
+            #expect(signedStatus.output.contains("module file: /\(signedGuestPath) (signed, "), "\(signedStatus.output)")
+            #expect(signedStatus.output.contains("can load: yes (suture kmod load), if the kernel trusts the key that signed it"),
+                    "\(signedStatus.output)")
+            let rejected = try exec("suture kmod load --module /\(signedGuestPath)")
+            #expect(rejected.status == 1 && rejected.output.contains(
+                "the kernel rejected the signature of /\(signedGuestPath): the key that signed it is not one the kernel trusts"),
+                    "\(rejected.output)")
+            #expect(try exec("ls /sys/module/suture").status != 0)
+
+            // -t local without the module refuses to write and says why the module cannot load.
+            let revert = try exec("suture revert -t local --all")
+            #expect(revert.status == 1 && revert.output.contains("writes to this kernel go through it; nothing was changed; `suture kmod load` cannot load it now:\n")
+                    && revert.output.contains("  - the kernel is locked down (integrity"), "\(revert.output)")
+
+            // kernel.modules_disabled=1 (one way until reboot): no signature helps.
+            #expect(try exec("echo 1 > /proc/sys/kernel/modules_disabled").status == 0)
+            let disabled = try exec("suture kmod status --module /\(signedGuestPath)")
+            #expect(disabled.output.contains("module loading disabled: yes (kernel.modules_disabled=1)\n")
+                    && disabled.output.contains("can load: no\n  - module loading is disabled until reboot"), "\(disabled.output)")
+        }
+    }
+
+    @Test("flip -t local with the signed module, kmod unload: the patch stays (ENOLCK), status reads it through /proc/kcore, revert refuses and changes nothing; kmod load, revert restores")
+    func unloadKeepsPatchInGuest() throws {
+        let signed = try KmodSigningTests.signedModule().ko
+        let files = try GuestSuture.files(binary: try Fixtures.sutureBinary().path, module: signed)
+        let options = LabOptions(memoryMB: 1024, nfs: true, bootTimeout: 240, extraFiles: files)
+        try LabHarness.withLab(options) { vm, _ in
+            func exec(_ command: String) throws -> CommandResult { try Self.exec(vm, command + " 2>&1") }
+            let module = "/" + GuestSuture.moduleGuestPath
+            let status = try exec("suture kmod status --module \(module)")
+            #expect(status.output.contains("module file: \(module) (signed, ") && status.output.contains("can load: yes"), "\(status.output)")
+            let load = try exec("suture kmod load --module \(module)")
+            #expect(load.status == 0 && load.output.contains("/dev/suture"), "\(load.output)")
+
+            #expect(try exec("flocktest /mnt/nfs/f").output == "flock: OK\n")
+            let flip = try exec("suture flip -t local 'nfs_flock [nfs]+0x2f'")
+            #expect(flip.status == 0, "\(flip.output)")
+            let id = try #require(flip.output.split(separator: "\n").first { $0.hasPrefix("applied ") }?
+                .split(separator: " ").dropFirst().first.map(String.init), "\(flip.output)")
+            #expect(try exec("flocktest /mnt/nfs/f").output == "flock: No locks available (errno 37)\n")
+
+            let unload = try exec("suture kmod unload")
+            #expect(unload.status == 0 && unload.output.contains("1 applied patch stays in place: \(id)")
+                    && unload.output.contains("reverting needs `suture kmod load`"), "\(unload.output)")
+            #expect(try exec("ls /sys/module/suture").status != 0)
+            #expect(try exec("ls /dev/suture").status != 0)
+            // The patch is kernel text now, not the module's: still in force.
+            #expect(try exec("flocktest /mnt/nfs/f").output == "flock: No locks available (errno 37)\n")
+
+            // status reads the live bytes through /proc/kcore and says so.
+            let applied = try exec("suture status -t local")
+            #expect(applied.status == 0 && applied.output.contains("\(id)  applied  nfs_flock [nfs]+0x2f = 75 39")
+                    && applied.output.contains("reading through /proc/kcore"), "\(applied.output)")
+
+            // revert refuses before touching anything: bytes, journal and lock file stay as they are.
+            let journalBefore = try exec("cat /var/lib/suture/journal.jsonl").output
+            let refused = try exec("suture revert -t local --all")
+            #expect(refused.status == 1 && refused.output.contains("the helper module is not loaded (no /dev/suture)")
+                    && refused.output.contains("nothing was changed; run `suture kmod load` first"), "\(refused.output)")
+            #expect(try exec("flocktest /mnt/nfs/f").output == "flock: No locks available (errno 37)\n")
+            #expect(try exec("cat /var/lib/suture/journal.jsonl").output == journalBefore)
+            #expect(try exec("suture status -t local").output.contains("\(id)  applied"))
+
+            // Load it again: revert goes through the module and the lock works again.
+            #expect(try exec("suture kmod load --module \(module)").status == 0)
+            let revert = try exec("suture revert -t local --all")
+            #expect(revert.status == 0 && revert.output.contains("reverted \(id)"), "\(revert.output)")
+            #expect(try exec("flocktest /mnt/nfs/f").output == "flock: OK\n")
+            let after = try exec("suture status -t local")
+            #expect(after.output.contains("\(id)  reverted") && !after.output.contains("/proc/kcore"), "\(after.output)")
+        }
+    }
 }
