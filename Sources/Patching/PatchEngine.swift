@@ -287,8 +287,11 @@ public struct PatchEngine {
                        from: KeyPath<AppliedHunk, [UInt8]>, to: KeyPath<AppliedHunk, [UInt8]>,
                        options: PreflightOptions, checkFrom: Bool = true) throws -> (PauseWindow?, Int, PreflightFinding) {
         let canStop = target.capabilities.contains(.stop)
+        let swaps = !canStop && target.capabilities.contains(.compareAndSwap)
         let ranges = hunks.map { $0.address..<($0.address + UInt64($0[keyPath: from].count)) }
-        var busy = PreflightFinding(check: .busy, passed: true, detail: "target cannot be stopped: single atomic store")
+        var busy = PreflightFinding(check: .busy, passed: true,
+                                    detail: swaps ? "checked by the target inside its compare-and-swap (every task's stack)"
+                                                  : "target cannot be stopped: single atomic store")
         var attempts = 0
         var clock = PauseWindow.Stopwatch()
         var live: [[UInt8]] = []
@@ -313,7 +316,9 @@ public struct PatchEngine {
                 }
                 guard let first = old.indices.first(where: { old[$0] != new[$0] }),
                       let last = old.indices.last(where: { old[$0] != new[$0] }) else { continue }
-                blocks.append((i, MemoryBlock(address: h.address + UInt64(first), bytes: Array(new[first...last]))))
+                // The expected bytes let a compare-and-swap target refuse a change made since this check.
+                blocks.append((i, MemoryBlock(address: h.address + UInt64(first), bytes: Array(new[first...last]),
+                                              expected: Array(live[i][first...last]))))
             }
             func verify(_ planned: [(hunk: Int, block: MemoryBlock)], _ back: [[UInt8]]) throws {
                 for ((i, block), found) in zip(planned, back) where found != block.bytes {
@@ -330,6 +335,12 @@ public struct PatchEngine {
                     written.append(planned.hunk)
                     try verify([planned], try target.write([planned.block]))
                     usleep(delayAfterEachHunkMicroseconds)
+                }
+            } else if swaps {
+                // The target checks for tasks inside the range itself; busy means nothing was written.
+                (busy, attempts) = try swapWhenIdle(blocks.map(\.block), options: options) { back in
+                    written = blocks.map(\.hunk)
+                    try verify(blocks, back)
                 }
             } else {
                 // One exchange for all hunks where the backend can (the pause window is round trips).
@@ -353,6 +364,27 @@ public struct PatchEngine {
             do { try target.resume() } catch { throw WriteFailure(underlying: error, restored: false) }
         }
         return (canStop ? clock.stop() : nil, attempts, busy)
+    }
+
+    /// Writes through a compare-and-swap target, retrying with back-off while it answers busy (a
+    /// task inside the range); after the last attempt, refuses with what the target said.
+    private func swapWhenIdle(_ blocks: [MemoryBlock], options: PreflightOptions,
+                              then verify: ([[UInt8]]) throws -> Void) throws -> (PreflightFinding, Int) {
+        var delay = options.busyBackoffMicroseconds
+        let attempts = max(1, options.busyAttempts)
+        var last = ""
+        for attempt in 1...attempts {
+            do {
+                try verify(try target.write(blocks))
+                return (PreflightFinding(check: .busy, passed: true,
+                                         detail: "no task inside the range, checked by the target inside its compare-and-swap (attempt \(attempt))"), attempt)
+            } catch let TargetError.busy(_, _, detail) {
+                last = detail
+                if attempt < attempts { usleep(delay); delay = delay &* 2 }
+            }
+        }
+        throw PatchError.refused([PreflightFinding(check: .busy, passed: false,
+                                                   detail: "still executing inside the patched range after \(attempts) attempts: \(last)")])
     }
 
     /// Stops the target with no context inside a hunk (or inside the function, for hunks spanning

@@ -108,7 +108,8 @@ public struct Preflight {
         let boundary = try BoundaryCheck(hunks: hunks, architecture: architecture, placement: placement).run(on: memory)
         findings.append(boundary.finding)
         if !target.capabilities.contains(.stop) {
-            findings.append(AtomicStoreCheck(hunks: hunks, instructions: boundary.instructions, isData: boundary.isData).run())
+            findings.append(AtomicStoreCheck(hunks: hunks, instructions: boundary.instructions, isData: boundary.isData,
+                                             compareAndSwapLimit: target.capabilities.contains(.compareAndSwap) ? target.compareAndSwapLimit : 0).run())
         }
         for i in findings.indices where !findings[i].passed && options.force.contains(findings[i].check)
             && PreflightCheck.forceable.contains(findings[i].check) {
@@ -306,6 +307,8 @@ struct AtomicStoreCheck {
     let hunks: [ResolvedHunk]
     let instructions: [[Instruction]]
     var isData: [Bool] = []
+    /// Bytes the target swaps at once with every CPU held (`.compareAndSwap`), or 0.
+    var compareAndSwapLimit = 0
 
     func run() -> PreflightFinding {
         let changed = hunks.filter { !$0.changedRange.isEmpty }
@@ -315,6 +318,22 @@ struct AtomicStoreCheck {
         }
         let range = h.changedRange
         let start = h.address + UInt64(range.lowerBound), length = UInt64(range.count)
+        if compareAndSwapLimit > 0 {
+            // The module swaps the bytes with every CPU held and checks no task is inside them;
+            // it does not know the function, so a change must stay inside one instruction.
+            guard length <= UInt64(compareAndSwapLimit) else {
+                return PreflightFinding(check: .atomicity, passed: false,
+                                        detail: "this target swaps at most \(compareAndSwapLimit) bytes at once: the change at \(Hex.address(start)) is \(length) bytes")
+            }
+            if index < isData.count, isData[index] {
+                return PreflightFinding(check: .atomicity, passed: true,
+                                        detail: "one \(length)-byte compare-and-swap of data at \(Hex.address(start)), every CPU held")
+            }
+            let inOne = instructions[index].contains { $0.address <= start && start + length <= $0.address + UInt64($0.size) }
+            return PreflightFinding(check: .atomicity, passed: inOne,
+                                    detail: inOne ? "one \(length)-byte compare-and-swap at \(Hex.address(start)) inside one instruction, every CPU held"
+                                                  : "the change at \(Hex.address(start)) (\(length) bytes) spans several instructions: this target checks only the written bytes for tasks inside them, not the function")
+        }
         guard [1, 2, 4, 8].contains(length), start % length == 0 else {
             return PreflightFinding(check: .atomicity, passed: false,
                                     detail: "this target cannot be stopped: the change at \(Hex.address(start)) is \(length) bytes, not one naturally aligned 1, 2, 4 or 8-byte store")

@@ -8,9 +8,10 @@ import Glibc
 /// check: the expected bytes are the ones this target last read there (the engine reads before
 /// it writes), so a change in between is refused by the kernel, not just by Suture.
 ///
-/// No `.stop`: the module stops the world per write, not across the engine's whole sequence, so
-/// the engine treats it like /dev/kmem (one aligned store per hunk). The CAS itself is atomic for
-/// up to 16 bytes; a capability saying so would lift that restriction (not in the protocol yet).
+/// No `.stop`: the module stops the world per write, not across the engine's whole sequence. It
+/// offers `.compareAndSwap` instead: one write of up to 16 bytes, all at once with every CPU held,
+/// after its own check that no task's saved instruction pointer lies inside the range, and only if
+/// the bytes are still the ones the engine checked.
 public final class LocalKernelTarget: MemoryTarget, @unchecked Sendable {
     public static let defaultDevicePath = "/dev/suture"
     public static let maxWrite = Int(SUTURE_KMOD_MAX_WRITE)
@@ -18,7 +19,8 @@ public final class LocalKernelTarget: MemoryTarget, @unchecked Sendable {
 
     public let name: String
     public let devicePath: String
-    public let capabilities: TargetCapabilities = [.write, .live]
+    public let capabilities: TargetCapabilities = [.write, .live, .compareAndSwap]
+    public var compareAndSwapLimit: Int { Self.maxWrite }
     private let notesPath: String
     private let lock = Lock()
     private var fd: Int32
@@ -129,15 +131,33 @@ public final class LocalKernelTarget: MemoryTarget, @unchecked Sendable {
     /// Writes through the module's compare-and-swap, expecting what this target last read there
     /// (or reading it now when no read covers the range).
     public func write(at address: UInt64, bytes: [UInt8]) throws {
-        let expected = try lock.withLock { () -> [UInt8]? in
+        let expected = try cachedExpectation(at: address, count: bytes.count) ?? read(at: address, count: bytes.count)
+        lastWrite = try compareAndSwap(at: address, expected: expected, replacement: bytes)
+    }
+
+    /// One compare-and-swap per block, expecting `block.expected` (or, without it, what this
+    /// target last read there); the module's `found` bytes are the read-back.
+    public func write(_ blocks: [MemoryBlock]) throws -> [[UInt8]] {
+        var back: [[UInt8]] = []
+        for block in blocks {
+            let expected = try block.expected ?? cachedExpectation(at: block.address, count: block.bytes.count)
+                ?? read(at: block.address, count: block.bytes.count)
+            let report = try compareAndSwap(at: block.address, expected: expected, replacement: block.bytes)
+            lastWrite = report
+            back.append(report.found)
+        }
+        return back
+    }
+
+    private func cachedExpectation(at address: UInt64, count: Int) -> [UInt8]? {
+        lock.withLock { () -> [UInt8]? in
             for read in recentReads.reversed() where address >= read.address
-                && address &+ UInt64(bytes.count) <= read.address &+ UInt64(read.bytes.count) {
+                && address &+ UInt64(count) <= read.address &+ UInt64(read.bytes.count) {
                 let start = Int(address - read.address)
-                return Array(read.bytes[start..<(start + bytes.count)])
+                return Array(read.bytes[start..<(start + count)])
             }
             return nil
         }
-        lastWrite = try compareAndSwap(at: address, expected: try expected ?? read(at: address, count: bytes.count), replacement: bytes)
     }
 
     /// One compare-and-swap of up to 16 bytes of text, under stop_machine, by the module.
@@ -166,7 +186,7 @@ public final class LocalKernelTarget: MemoryTarget, @unchecked Sendable {
                     throw .protocolViolation(target: name, context: "compare-and-swap at \(at) (\(message))",
                                              expected: Self.hex(expected), found: Self.hex(found))
                 case EBUSY, EAGAIN:
-                    throw .notSupported(target: name, operation: "write at \(at)", reason: message)
+                    throw .busy(target: name, address: address, detail: message)
                 case EFAULT:
                     throw .unmappedAddress(target: name, address: address, count: expected.count, detail: message)
                 default:

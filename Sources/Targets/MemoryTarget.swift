@@ -41,13 +41,20 @@ public protocol MemoryTarget: AnyObject {
 
     /// Writes every block, then reads each back, in as few exchanges as the backend allows; returns
     /// the bytes read back, one array per block. The default writes and reads one block at a time.
+    /// A `.compareAndSwap` backend writes each block only where its bytes still equal
+    /// `block.expected`, and throws `.busy` when a CPU or task is executing inside it.
     func write(_ blocks: [MemoryBlock]) throws -> [[UInt8]]
+
+    /// With `.compareAndSwap`: the most bytes one block may swap at once (0 otherwise).
+    var compareAndSwapLimit: Int { get }
 
     /// Releases the backend (resuming the target first if it is stopped). Idempotent.
     func close()
 }
 
 extension MemoryTarget {
+    public var compareAndSwapLimit: Int { 0 }
+
     public func read(ranges: [Range<UInt64>]) throws -> [[UInt8]] {
         try ranges.map { try read(at: $0.lowerBound, count: $0.count) }
     }
@@ -76,9 +83,12 @@ extension MemoryTarget {
 public struct MemoryBlock: Sendable, Hashable {
     public var address: UInt64
     public var bytes: [UInt8]
-    public init(address: UInt64, bytes: [UInt8]) {
+    /// What the caller knows is there now: a compare-and-swap backend writes only if it still is.
+    public var expected: [UInt8]?
+    public init(address: UInt64, bytes: [UInt8], expected: [UInt8]? = nil) {
         self.address = address
         self.bytes = bytes
+        self.expected = expected
     }
     public var range: Range<UInt64> { address..<(address + UInt64(bytes.count)) }
 }
@@ -106,6 +116,11 @@ public struct TargetCapabilities: OptionSet, Sendable, Hashable {
     public static let programCounters = TargetCapabilities(rawValue: 1 << 2)
     /// The target is live (kernel or process), not a file.
     public static let live = TargetCapabilities(rawValue: 1 << 3)
+    /// Without stopping the world for the caller, each block of `write(_:)` (up to
+    /// `compareAndSwapLimit` bytes) is swapped at once with every CPU held, after the backend
+    /// checked that nothing executes inside it, and only if the bytes are still the expected ones
+    /// (the helper module's stop_machine compare-and-swap).
+    public static let compareAndSwap = TargetCapabilities(rawValue: 1 << 4)
 }
 
 /// One CPU (vCPU) or thread and where it was when stopped.

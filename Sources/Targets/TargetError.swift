@@ -45,6 +45,9 @@ public enum TargetError: Error, CustomStringConvertible, Sendable, Equatable {
     case missingSymbol(target: String, name: String, purpose: String)
     /// Signal guard problems (already installed, pipe creation failed).
     case signalGuard(detail: String)
+    /// A CPU or task was executing inside a range a compare-and-swap backend was asked to write:
+    /// nothing was written (the module's stack check, like Ksplice's CODE_BUSY).
+    case busy(target: String, address: UInt64, detail: String)
 
     public var description: String {
         switch self {
@@ -90,6 +93,8 @@ public enum TargetError: Error, CustomStringConvertible, Sendable, Equatable {
             return "\(target): symbol '\(name)' is not known (needed for \(purpose))"
         case let .signalGuard(detail):
             return "signal guard: \(detail)"
+        case let .busy(target, address, detail):
+            return "\(target): busy at 0x\(String(address, radix: 16)), nothing written: \(detail)"
         }
     }
 
