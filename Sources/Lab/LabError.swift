@@ -17,6 +17,10 @@ public enum LabError: Error, CustomStringConvertible, Sendable {
     case ingredientMissing(path: String, purpose: String)
     /// `ldd` could not resolve a shared library of a guest binary.
     case libraryMissing(binary: String, library: String)
+    /// The `suture` binary to carry into the guest (`lab up --inside`) does not exist.
+    case guestBinaryMissing(path: String)
+    /// The `suture` binary to carry into the guest is not one the guest can run as shipped.
+    case guestBinaryUnsuitable(path: String, expected: String, found: String)
     /// A kernel module depends on one the lab does not ship.
     case moduleDependencyMissing(module: String, dependency: String)
     /// A file operation failed.
@@ -74,6 +78,15 @@ public enum LabError: Error, CustomStringConvertible, Sendable {
             return "\(path) is missing (needed for \(purpose)); run `suture lab fetch`"
         case let .libraryMissing(binary, library):
             return "\(binary): shared library \(library) not found by ldd in the NFS packages nor on the host"
+        case let .guestBinaryMissing(path):
+            // The default path names its checkout: say where to run make.
+            let checkout = path.hasSuffix("/" + GuestSuture.buildPath) ? String(path.dropLast(GuestSuture.buildPath.count + 1)) : nil
+            return "\(path) does not exist (the suture to carry into the guest): "
+                + (checkout.map { "run `\(GuestSuture.buildCommand)` in \($0)" } ?? "build one with `\(GuestSuture.buildCommand)`")
+                + " (a release build with the Swift runtime linked in statically), or name another with --binary"
+        case let .guestBinaryUnsuitable(path, expected, found):
+            return "\(path) cannot go into the guest: expected \(expected), found \(found); "
+                + "build one with `\(GuestSuture.buildCommand)`"
         case let .moduleDependencyMissing(module, dependency):
             return "kernel module \(module) depends on \(dependency), which the lab's module list does not include"
         case let .io(path, operation, errno):

@@ -42,22 +42,30 @@ struct LabCommand: ParsableCommand {
         var memory = 512
         @Flag(help: "Serve a tmpfs over NFSv3 in the guest and mount it on /mnt/nfs.")
         var nfs = false
-        @Flag(help: "Carry this suture binary, its shared libraries and the helper module (built for the lab's kernel) into the guest.")
+        @Flag(help: ArgumentHelp("Carry suture, its shared libraries and the helper module (built for the lab's kernel) into the guest.",
+                                 discussion: "suture is the release build `\(GuestSuture.buildCommand)` leaves in \(GuestSuture.buildPath), "
+                                     + "with the Swift runtime linked in statically."))
         var inside = false
+        @Option(help: ArgumentHelp("With --inside: the suture binary to carry instead of the `\(GuestSuture.buildCommand)` build.",
+                                   valueName: "path"))
+        var binary: String?
 
         func validate() throws {
             if kaslr && nokaslr { throw ValidationError("--kaslr and --nokaslr exclude each other") }
             if smp < 1 || smp > 64 { throw ValidationError("--smp must be between 1 and 64") }
             if memory < 128 { throw ValidationError("--memory must be at least 128 (MB)") }
+            if binary != nil && !inside { throw ValidationError("--binary goes with --inside") }
         }
 
         func run() throws {
             var options = LabOptions(kaslr: nokaslr ? false : (kaslr ? true : nil), smp: smp, memoryMB: memory, nfs: nfs)
             if inside {
-                let module = try KernelModule().build(release: Ingredients.kernelRelease, progress: LabCommand.progress)
-                options.extraFiles = try GuestSuture.files(binary: GuestSuture.currentBinary(), module: module)
-                // The guest unpacks the initramfs into RAM: the Swift runtime alone is about 90 MB.
-                options.memoryMB = max(options.memoryMB, 1024)
+                let kernelModule = KernelModule()
+                // The binary is checked before the module is built: a missing build fails at once.
+                let guest = try GuestSuture(binary: binary ?? GuestSuture.defaultBinary(sourceRoot: kernelModule.sourceRoot))
+                LabCommand.progress("carrying \(guest.binary) and \(guest.libraries.count) shared libraries into the guest")
+                let module = try kernelModule.build(release: Ingredients.kernelRelease, progress: LabCommand.progress)
+                options.extraFiles = guest.files(module: module)
             }
             let state = try LabVM().up(options, progress: LabCommand.progress)
             LabCommand.write(Status.describe(state))

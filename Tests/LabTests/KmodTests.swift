@@ -181,11 +181,11 @@ struct KmodTests {
 
     @Test("suture inside the guest: kmod status/load, flip -t local 'nfs_flock [nfs]+0x2f' → ENOLCK, a wrong --expect refused, revert --all restores")
     func sutureInGuest() throws {
-        // What `suture lab up --inside` carries: the built suture (debug is fine: its Swift runtime
-        // libraries come along), its libraries and the module.
-        let files = try GuestSuture.files(binary: try Fixtures.sutureBinary().path, module: try Self.module())
-        #expect(files.contains { $0.guestPath.hasSuffix("libswiftCore.so") } || files.count == 2)
-        let options = LabOptions(memoryMB: 1024, nfs: true, bootTimeout: 240, extraFiles: files)
+        // What `suture lab up --inside` carries: the `make inside` build of this checkout (the Swift
+        // runtime linked in statically), the few libraries it loads, and the module.
+        let guest = try GuestSuture(binary: GuestSuture.defaultBinary(sourceRoot: Fixtures.repoRoot.path))
+        #expect(!guest.libraries.contains { $0.guestPath.contains("libswift") || $0.guestPath.contains("Foundation") })
+        let options = LabOptions(nfs: true, bootTimeout: 240, extraFiles: guest.files(module: try Self.module()))
         try LabHarness.withLab(options) { vm, _ in
             func exec(_ command: String) throws -> CommandResult { try vm.exec(command, timeout: 180) }
             let env = "SUTURE_STATE_DIR=/var/lib/suture"
