@@ -211,6 +211,18 @@ struct KmodTests {
             let wrong = try exec("\(env) suture poke -t local 'nfs_flock [nfs]+0x2f' --expect 75 --write 76 2>&1")
             #expect(wrong.status != 0 && wrong.output.contains("74"), "\(wrong.output)")
             #expect(try exec("flocktest /mnt/nfs/f").output == "flock: OK\n")
+            // The module swaps up to 16 bytes at once: a whole instruction rewritten at an odd
+            // address (je rel32 → jmp rel32; nop), which /dev/kmem's single aligned store cannot do.
+            #expect(try exec("hostname before-swap && hostname").output == "before-swap\n")
+            let swap = try exec("\(env) suture poke -t local '__x64_sys_sethostname+0x5d' --expect '0f 84 9f 01 00 00' --write 'e9 a0 01 00 00 90' 2>&1")
+            #expect(swap.status == 0, "\(swap.output)")
+            #expect(swap.output.contains("6-byte compare-and-swap") && swap.output.contains("inside one instruction"), "\(swap.output)")
+            #expect(swap.output.contains("0f 84 9f 01 00 00 → e9 a0 01 00 00 90"), "\(swap.output)")
+            let denied = try exec("hostname after-swap 2>&1")
+            #expect(denied.status != 0 && denied.output.contains("Operation not permitted"), "\(denied.output)")
+            #expect(try exec("\(env) suture revert -t local --all 2>&1").status == 0)
+            #expect(try exec("hostname after-revert && hostname").output == "after-revert\n")
+
             let read = try exec("\(env) suture read -t local 'nfs_flock [nfs]+0x2f' 1 2>&1")
             #expect(read.output.contains("74"), "\(read.output)")
             // A read outside text (init_task is data) is refused by the module.
@@ -229,9 +241,9 @@ struct KmodTests {
         let unsigned = try Self.module()
         let signed = try KmodSigningTests.signedModule().ko
         let signedGuestPath = "lib/suture/extra/suture-signed.ko"
-        let files = try GuestSuture.files(binary: try Fixtures.sutureBinary().path, module: unsigned)
+        let files = try GuestSuture(binary: GuestSuture.defaultBinary(sourceRoot: Fixtures.repoRoot.path)).files(module: unsigned)
             + [LabExtraFile(guestPath: signedGuestPath, hostPath: signed)]
-        let options = LabOptions(memoryMB: 1024, bootTimeout: 240, extraFiles: files,
+        let options = LabOptions(bootTimeout: 240, extraFiles: files,
                                  kernelArguments: ["lockdown=integrity", "module.sig_enforce=1"])
         try LabHarness.withLab(options) { vm, _ in
             func exec(_ command: String) throws -> CommandResult { try Self.exec(vm, command + " 2>&1") }
@@ -288,8 +300,8 @@ struct KmodTests {
     @Test("flip -t local with the signed module, kmod unload: the patch stays (ENOLCK), status reads it through /proc/kcore, revert refuses and changes nothing; kmod load, revert restores")
     func unloadKeepsPatchInGuest() throws {
         let signed = try KmodSigningTests.signedModule().ko
-        let files = try GuestSuture.files(binary: try Fixtures.sutureBinary().path, module: signed)
-        let options = LabOptions(memoryMB: 1024, nfs: true, bootTimeout: 240, extraFiles: files)
+        let files = try GuestSuture(binary: GuestSuture.defaultBinary(sourceRoot: Fixtures.repoRoot.path)).files(module: signed)
+        let options = LabOptions(nfs: true, bootTimeout: 240, extraFiles: files)
         try LabHarness.withLab(options) { vm, _ in
             func exec(_ command: String) throws -> CommandResult { try Self.exec(vm, command + " 2>&1") }
             let module = "/" + GuestSuture.moduleGuestPath
