@@ -1,4 +1,5 @@
 import Foundation
+import Patching
 
 /// What carries Suture into the lab guest (`suture lab up --inside`): the helper module built for
 /// the lab's kernel, the `suture` binary, and every shared library ldd names for it, placed at the
@@ -10,11 +11,11 @@ public enum GuestSuture {
     public static func files(binary: String, module: String) throws(LabError) -> [LabExtraFile] {
         var files = [LabExtraFile(guestPath: moduleGuestPath, hostPath: module),
                      LabExtraFile(guestPath: "sbin/suture", hostPath: binary, mode: 0o755)]
-        let result = try HostCommand.run("ldd", [binary], package: "libc-bin")
+        let result = try HostTool.run("ldd", [binary], package: "libc-bin", throwing: LabError.self)
         guard result.status == 0 else {
             // A fully static build has nothing to add.
-            if result.combined.contains("not a dynamic executable") { return files }
-            throw .commandFailed(command: "ldd \(binary)", status: result.status, output: result.combined)
+            if result.output.contains("not a dynamic executable") { return files }
+            throw .commandFailed(command: "ldd \(binary)", status: result.status, output: result.output)
         }
         for line in result.stdout.split(separator: "\n") {
             let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })

@@ -1,4 +1,5 @@
 import Foundation
+import Patching
 
 /// Builds Suture's helper kernel module (`kmod/suture.c`) against the headers of one kernel release.
 ///
@@ -81,7 +82,7 @@ public struct KernelModule: Sendable {
         Files.remove(temporary)
         try Files.createDirectory(temporary)
         do {
-            for deb in debs { try HostCommand.check("dpkg-deb", ["-x", deb, temporary], package: "dpkg") }
+            for deb in debs { try HostTool.check("dpkg-deb", ["-x", deb, temporary], package: "dpkg", throwing: LabError.self) }
             // The arch folder's Makefile includes the common folder by its absolute installed path;
             // point it at the extracted copy. Every other link in the packages is relative.
             let makefile = temporary + "/usr/src/linux-headers-\(release)/Makefile"
@@ -114,7 +115,7 @@ public struct KernelModule: Sendable {
         }
         let headers = try headers(release: release, given: given, progress: progress)
         // Debian builds its kernels with a named gcc (gcc-12 for 6.1); the module must match.
-        let cc = compiler ?? (HostCommand.find("gcc-12") != nil ? "gcc-12" : "gcc")
+        let cc = compiler ?? (HostTool.find("gcc-12") != nil ? "gcc-12" : "gcc")
 
         let folder = buildFolder(release: release)
         let tree = folder + "/src"
@@ -129,7 +130,8 @@ public struct KernelModule: Sendable {
         }
         progress("building \(Self.name).ko for \(release) against \(headers) (CC=\(cc))")
         let started = Date()
-        try HostCommand.check("make", ["-C", headers, "M=\(tree)/kmod", "CC=\(cc)", "modules"], package: "make")
+        try HostTool.check("make", ["-C", headers, "M=\(tree)/kmod", "CC=\(cc)", "modules"], package: "make",
+                           throwing: LabError.self)
         let output = modulePath(release: release)
         try Files.writeAtomically(output, try Files.read(tree + "/kmod/\(Self.name).ko"))
         progress("built \(output) in \(Ingredients.elapsed(since: started))")

@@ -1,5 +1,6 @@
 import Foundation
 import ELF
+import Patching
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -41,7 +42,7 @@ public struct LabVM: Sendable {
             state.qemu.reapIfChild()
             removeRunFiles()
         }
-        guard let qemu = HostCommand.find(options.qemu) else {
+        guard let qemu = HostTool.find(options.qemu) else {
             throw .toolMissing(tool: options.qemu, package: "qemu-system-x86")
         }
         var image: LabImage
@@ -164,7 +165,8 @@ public struct LabVM: Sendable {
         let compressed = paths.runFolder + "/extra.cpio.gz"
         try Files.writeAtomically(cpio, archive.bytes)
         defer { Files.remove(cpio); Files.remove(compressed) }
-        try HostCommand.check("gzip", ["-1", "-n", "-c"], inputFile: cpio, outputFile: compressed, package: "gzip")
+        try HostTool.check("gzip", ["-1", "-n", "-c"], input: cpio, output: .stdoutFile(compressed), package: "gzip",
+                           throwing: LabError.self)
         let combined = paths.runFolder + "/initramfs-extra.cpio.gz"
         try Files.writeAtomically(combined, try Files.read(image.initramfs) + Files.read(compressed))
         var result = image
