@@ -78,7 +78,7 @@ public struct Ingredients: Sendable {
     public func fetch(progress: LabProgress = { _ in }) throws(LabError) -> LabImage {
         try Files.createDirectory(paths.lab)
         try Files.createDirectory(paths.debs)
-        let lock = try FileLock(paths.lab + "/fetch.lock")
+        let lock = try FileLock(paths.lab + "/fetch.lock", throwing: LabError.self)
         defer { withExtendedLifetime(lock) {} }
 
         try ensureKernel(progress)

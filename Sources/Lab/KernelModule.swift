@@ -121,7 +121,7 @@ public struct KernelModule: Sendable {
         let tree = folder + "/src"
         // One build at a time per release: concurrent runs (tests, two shells) share this folder.
         try Files.createDirectory(folder)
-        let lock = try FileLock(folder + "/build.lock")
+        let lock = try FileLock(folder + "/build.lock", throwing: LabError.self)
         defer { withExtendedLifetime(lock) {} }
         Files.remove(tree)
         for (source, destination) in sources {

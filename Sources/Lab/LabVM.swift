@@ -32,7 +32,7 @@ public struct LabVM: Sendable {
     func up(_ options: LabOptions, progress: LabProgress,
             pickPort: () throws(LabError) -> UInt16) throws(LabError) -> LabState {
         try Files.createDirectory(paths.runFolder)
-        let lock = try FileLock(paths.runLock)
+        let lock = try FileLock(paths.runLock, throwing: LabError.self)
         defer { withExtendedLifetime(lock) {} }
 
         if let state = try readState() {
@@ -208,7 +208,7 @@ public struct LabVM: Sendable {
     @discardableResult
     public func down(timeout: Double = 10) throws(LabError) -> Bool {
         guard Files.isDirectory(paths.runFolder) else { return false }
-        let lock = try FileLock(paths.runLock)
+        let lock = try FileLock(paths.runLock, throwing: LabError.self)
         defer { withExtendedLifetime(lock) {} }
         guard let state = try readState() else { return false }
         defer { removeRunFiles() }
@@ -253,7 +253,7 @@ public struct LabVM: Sendable {
     /// folder), each on a fresh connection.
     public func exec(_ command: String, timeout: Double = 60) throws(LabError) -> CommandResult {
         let state = try requireUp()
-        let lock = try FileLock(paths.consoleLock)
+        let lock = try FileLock(paths.consoleLock, throwing: LabError.self)
         defer { withExtendedLifetime(lock) {} }
         let console = try SerialConsole(socketPath: state.serialSocket, timeout: 10)
         return try console.exec(command, timeout: timeout)
@@ -284,7 +284,7 @@ public struct LabVM: Sendable {
     /// the run folder per boot id and /proc/modules (loading a module changes kallsyms).
     public func kallsyms(timeout: Double = 120) throws(LabError) -> Kallsyms {
         let state = try requireUp()
-        let lock = try FileLock(paths.consoleLock)
+        let lock = try FileLock(paths.consoleLock, throwing: LabError.self)
         defer { withExtendedLifetime(lock) {} }
         let console = try SerialConsole(socketPath: state.serialSocket, timeout: 10)
 
@@ -404,6 +404,6 @@ public final class LabGDBLease {
     /// Waits up to `timeout` seconds for the stub to be free.
     public init(paths: LabPaths = LabPaths(), timeout: Double = 30) throws(LabError) {
         lock = try FileLock(paths.runFolder + "/gdb.lock", timeout: timeout,
-                            holder: "another Suture session to release the lab's gdbstub")
+                            holder: "another Suture session to release the lab's gdbstub", throwing: LabError.self)
     }
 }

@@ -51,7 +51,8 @@ public struct DebianKernelSource: Sendable {
     /// Downloads and unpacks what is missing; cheap when both are there. Phases are reported as
     /// `download` and `unpack` (skipped with the reason when cached).
     public func ensure(progress: KernelBuildProgress, interruption: BuildInterruption? = nil) throws(KernelBuildError) -> KernelSourceTree {
-        let lock = try KernelBuildLock(cache + "/kernel-source/.lock")
+        try? FileManager.default.createDirectory(atPath: cache + "/kernel-source", withIntermediateDirectories: true)
+        let lock = try FileLock(cache + "/kernel-source/.lock", throwing: KernelBuildError.self)
         defer { withExtendedLifetime(lock) {} }
 
         let imageReady = FileManager.default.fileExists(atPath: config) && FileManager.default.fileExists(atPath: vmlinuz)

@@ -52,7 +52,7 @@ public struct KernelBuild: Sendable {
     /// build killed outright leaves a journal that the next run restores first.
     public func buildObjects(patch: SourcePatch, progress: KernelBuildProgress) throws(KernelBuildError) -> KernelBuildResult {
         try makeDirectory(tree.stateFolder)
-        let lock = try KernelBuildLock(tree.lockFile)
+        let lock = try FileLock(tree.lockFile, throwing: KernelBuildError.self)
         defer { withExtendedLifetime(lock) {} }
 
         let restored = try SourceTreeJournal.recover(tree: tree.root, journal: tree.journal)
