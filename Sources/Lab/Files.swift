@@ -108,35 +108,3 @@ enum Files {
         try writeAtomically(path, Array(text.utf8))
     }
 }
-
-/// An exclusive flock(2) on a lock file, released when the value goes away.
-///
-/// Serializes what must not interleave between processes: two `suture lab up`, two console
-/// clients, two builds of the initramfs.
-final class FileLock {
-    private let fd: Int32
-
-    /// Waits for the lock: forever, or `timeout` seconds, then fails naming `holder` (what the
-    /// waiter was waiting for).
-    init(_ path: String, timeout: Double? = nil, holder: String = "another Suture process") throws(LabError) {
-        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw .io(path: path, operation: "open lock file", errno: errno) }
-        let deadline = timeout.map { Date().addingTimeInterval($0) }
-        while flock(fd, deadline == nil ? LOCK_EX : LOCK_EX | LOCK_NB) != 0 {
-            let code = errno
-            if code == EINTR { continue }
-            if code == EWOULDBLOCK, let deadline, Date() < deadline {
-                usleep(20_000)
-                continue
-            }
-            close(fd)
-            throw .io(path: path, operation: code == EWOULDBLOCK ? "wait \(Int(timeout ?? 0)) s for \(holder) (flock)" : "flock",
-                      errno: code)
-        }
-        self.fd = fd
-    }
-
-    deinit {
-        close(fd)   // closing drops the lock
-    }
-}

@@ -1,5 +1,6 @@
 import Foundation
 import ELF
+import Patching
 
 /// What carries Suture into the lab guest (`suture lab up --inside`): a `suture` binary with the
 /// Swift runtime and Foundation linked in statically, the shared libraries it still needs
@@ -56,9 +57,9 @@ public struct GuestSuture: Sendable {
             libraries = []
             return
         }
-        let result = try HostCommand.run("ldd", [binary], package: "libc-bin")
+        let result = try HostTool.run("ldd", [binary], package: "libc-bin", throwing: LabError.self)
         guard result.status == 0 else {
-            throw .commandFailed(command: "ldd \(binary)", status: result.status, output: result.combined)
+            throw .commandFailed(command: "ldd \(binary)", status: result.status, output: result.output)
         }
         var libraries: [LabExtraFile] = []
         for line in result.stdout.split(separator: "\n") {

@@ -1,4 +1,5 @@
 import Foundation
+import Patching
 
 /// Reports one step of fetching or building, as a line a person can read ("downloading ...").
 /// The library never prints; the CLI passes a handler that does.
@@ -77,7 +78,7 @@ public struct Ingredients: Sendable {
     public func fetch(progress: LabProgress = { _ in }) throws(LabError) -> LabImage {
         try Files.createDirectory(paths.lab)
         try Files.createDirectory(paths.debs)
-        let lock = try FileLock(paths.lab + "/fetch.lock")
+        let lock = try FileLock(paths.lab + "/fetch.lock", throwing: LabError.self)
         defer { withExtendedLifetime(lock) {} }
 
         try ensureKernel(progress)
@@ -106,7 +107,7 @@ public struct Ingredients: Sendable {
         Files.remove(temporary)
         try Files.createDirectory(temporary)
         do {
-            try HostCommand.check("dpkg-deb", ["-x", deb, temporary], package: "dpkg")
+            try HostTool.check("dpkg-deb", ["-x", deb, temporary], package: "dpkg", throwing: LabError.self)
             try verifyKernelTree(temporary)
         } catch {
             Files.remove(temporary)
@@ -172,7 +173,7 @@ public struct Ingredients: Sendable {
     func download(_ specs: [String], _ progress: LabProgress) throws(LabError) {
         progress("downloading \(specs.joined(separator: " ")) (apt-get download)")
         let started = Date()
-        let result = try HostCommand.run("apt-get", ["download"] + specs, in: paths.debs, package: "apt")
+        let result = try HostTool.run("apt-get", ["download"] + specs, in: paths.debs, package: "apt", throwing: LabError.self)
         guard result.status == 0 else {
             // Name the first package apt could not find, with what the archive offers for it.
             let failing = specs.first { spec in
@@ -180,9 +181,10 @@ public struct Ingredients: Sendable {
                 return debFile(for: package) == nil
             } ?? specs[0]
             let parts = failing.split(separator: "=", maxSplits: 1).map(String.init)
-            let policy = (try? HostCommand.run("apt-cache", ["policy", parts[0]], package: "apt"))?.combined ?? ""
+            let policy = (try? HostTool.run("apt-cache", ["policy", parts[0]], package: "apt",
+                                            throwing: LabError.self))?.output ?? ""
             throw .packageUnavailable(package: parts[0], version: parts.count > 1 ? parts[1] : nil,
-                                      output: result.combined.trimmingCharacters(in: .whitespacesAndNewlines),
+                                      output: result.output.trimmingCharacters(in: .whitespacesAndNewlines),
                                       policy: policy.isEmpty ? "(no output)" : policy)
         }
         progress("downloaded \(specs.count) package(s) in \(Self.elapsed(since: started))")
@@ -197,7 +199,7 @@ public struct Ingredients: Sendable {
         Files.remove(temporary)
         try Files.createDirectory(temporary)
         do {
-            for deb in debs { try HostCommand.check("dpkg-deb", ["-x", deb, temporary], package: "dpkg") }
+            for deb in debs { try HostTool.check("dpkg-deb", ["-x", deb, temporary], package: "dpkg", throwing: LabError.self) }
             try Files.writeAtomically(temporary + "/.suture-packages", text: manifest)
         } catch {
             Files.remove(temporary)
@@ -222,7 +224,7 @@ public struct Ingredients: Sendable {
 
     /// Collects every host file that goes into the initramfs, in a stable order.
     func initramfsEntries() throws(LabError) -> [Entry] {
-        guard let busybox = HostCommand.find("busybox") else {
+        guard let busybox = HostTool.find("busybox") else {
             throw .toolMissing(tool: "busybox", package: "busybox-static")
         }
         var entries = [Entry(guestPath: "bin/busybox", hostPath: busybox, mode: 0o755)]
@@ -264,10 +266,10 @@ public struct Ingredients: Sendable {
     private func sharedLibraries(of program: String) throws(LabError) -> [(String, String)] {
         let stage = paths.nfsUserland
         let environment = ["LD_LIBRARY_PATH": "\(stage)/lib/x86_64-linux-gnu:\(stage)/usr/lib/x86_64-linux-gnu"]
-        let result = try HostCommand.run("ldd", [program], environment: environment, package: "libc-bin")
+        let result = try HostTool.run("ldd", [program], environment: environment, package: "libc-bin", throwing: LabError.self)
         if result.status != 0 {
-            if result.combined.contains("not a dynamic executable") { return [] }
-            throw .commandFailed(command: "ldd \(program)", status: result.status, output: result.combined)
+            if result.output.contains("not a dynamic executable") { return [] }
+            throw .commandFailed(command: "ldd \(program)", status: result.status, output: result.output)
         }
         var pairs: [(String, String)] = []
         for line in result.stdout.split(separator: "\n") {
@@ -391,7 +393,8 @@ public struct Ingredients: Sendable {
         let temporary = paths.initramfs + ".partial-\(getpid())"
         do {
             // -n: no name or time in the gzip header, so equal inputs give equal files.
-            try HostCommand.check("gzip", ["-1", "-n", "-c"], inputFile: cpio, outputFile: temporary, package: "gzip")
+            try HostTool.check("gzip", ["-1", "-n", "-c"], input: cpio, output: .stdoutFile(temporary), package: "gzip",
+                               throwing: LabError.self)
         } catch {
             Files.remove(temporary)
             throw error
@@ -412,10 +415,11 @@ public struct Ingredients: Sendable {
         let source = paths.build + "/flocktest.c"
         let output = paths.build + "/flocktest"
         try Files.writeAtomically(source, text: GuestFiles.flocktestSource)
-        let result = try HostCommand.run("gcc", ["-static", "-O2", "-Wall", "-o", output, source], package: "gcc")
+        let result = try HostTool.run("gcc", ["-static", "-O2", "-Wall", "-o", output, source], package: "gcc",
+                                      throwing: LabError.self)
         guard result.status == 0 else {
             throw .commandFailed(command: "gcc -static -O2 -Wall -o \(output) \(source) (static linking needs libc6-dev)",
-                                 status: result.status, output: result.combined)
+                                 status: result.status, output: result.output)
         }
         return output
     }

@@ -1,4 +1,5 @@
 import Foundation
+import Patching
 
 /// Builds Suture's helper kernel module (`kmod/suture.c`) against the headers of one kernel release.
 ///
@@ -81,7 +82,7 @@ public struct KernelModule: Sendable {
         Files.remove(temporary)
         try Files.createDirectory(temporary)
         do {
-            for deb in debs { try HostCommand.check("dpkg-deb", ["-x", deb, temporary], package: "dpkg") }
+            for deb in debs { try HostTool.check("dpkg-deb", ["-x", deb, temporary], package: "dpkg", throwing: LabError.self) }
             // The arch folder's Makefile includes the common folder by its absolute installed path;
             // point it at the extracted copy. Every other link in the packages is relative.
             let makefile = temporary + "/usr/src/linux-headers-\(release)/Makefile"
@@ -115,13 +116,13 @@ public struct KernelModule: Sendable {
         }
         let headers = try headers(release: release, given: given, progress: progress)
         // Debian builds its kernels with a named gcc (gcc-12 for 6.1); the module must match.
-        let cc = compiler ?? (HostCommand.find("gcc-12") != nil ? "gcc-12" : "gcc")
+        let cc = compiler ?? (HostTool.find("gcc-12") != nil ? "gcc-12" : "gcc")
 
         let folder = buildFolder(release: release)
         let tree = folder + "/src"
         // One build at a time per release: concurrent runs (tests, two shells) share this folder.
         try Files.createDirectory(folder)
-        let lock = try FileLock(folder + "/build.lock")
+        let lock = try FileLock(folder + "/build.lock", throwing: LabError.self)
         defer { withExtendedLifetime(lock) {} }
         Files.remove(tree)
         for (source, destination) in sources {
@@ -130,7 +131,8 @@ public struct KernelModule: Sendable {
         }
         progress("building \(Self.name).ko for \(release) against \(headers) (CC=\(cc))")
         let started = Date()
-        try HostCommand.check("make", ["-C", headers, "M=\(tree)/kmod", "CC=\(cc)", "modules"], package: "make")
+        try HostTool.check("make", ["-C", headers, "M=\(tree)/kmod", "CC=\(cc)", "modules"], package: "make",
+                           throwing: LabError.self)
         if let signer {
             // Signed in the private build tree, so the cached module is never half signed.
             do {

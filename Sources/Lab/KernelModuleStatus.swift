@@ -1,4 +1,5 @@
 import Foundation
+import Patching
 
 /// Whether the helper module is loaded on this machine, and what would keep it from loading.
 ///
@@ -142,8 +143,8 @@ public struct KernelModuleStatus: Sendable, Hashable {
     }
 
     public static func insmod(_ path: String) throws(LabError) -> CommandOutcome {
-        let result = try HostCommand.run("insmod", [path], package: "kmod")
-        return CommandOutcome(status: result.status, output: result.combined)
+        let result = try HostTool.run("insmod", [path], package: "kmod", throwing: LabError.self)
+        return CommandOutcome(status: result.status, output: result.output)
     }
 
     /// What an insmod failure means, from the strerror text insmod prints (kmod and busybox alike)
@@ -170,7 +171,7 @@ public struct KernelModuleStatus: Sendable, Hashable {
     }
 
     public static func rmmod() throws(LabError) -> CommandOutcome {
-        let result = try HostCommand.run("rmmod", [KernelModule.name], package: "kmod")
-        return CommandOutcome(status: result.status, output: result.combined)
+        let result = try HostTool.run("rmmod", [KernelModule.name], package: "kmod", throwing: LabError.self)
+        return CommandOutcome(status: result.status, output: result.output)
     }
 }

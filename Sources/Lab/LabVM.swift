@@ -1,5 +1,6 @@
 import Foundation
 import ELF
+import Patching
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -31,7 +32,7 @@ public struct LabVM: Sendable {
     func up(_ options: LabOptions, progress: LabProgress,
             pickPort: () throws(LabError) -> UInt16) throws(LabError) -> LabState {
         try Files.createDirectory(paths.runFolder)
-        let lock = try FileLock(paths.runLock)
+        let lock = try FileLock(paths.runLock, throwing: LabError.self)
         defer { withExtendedLifetime(lock) {} }
 
         if let state = try readState() {
@@ -41,7 +42,7 @@ public struct LabVM: Sendable {
             state.qemu.reapIfChild()
             removeRunFiles()
         }
-        guard let qemu = HostCommand.find(options.qemu) else {
+        guard let qemu = HostTool.find(options.qemu) else {
             throw .toolMissing(tool: options.qemu, package: "qemu-system-x86")
         }
         var image: LabImage
@@ -164,7 +165,8 @@ public struct LabVM: Sendable {
         let compressed = paths.runFolder + "/extra.cpio.gz"
         try Files.writeAtomically(cpio, archive.bytes)
         defer { Files.remove(cpio); Files.remove(compressed) }
-        try HostCommand.check("gzip", ["-1", "-n", "-c"], inputFile: cpio, outputFile: compressed, package: "gzip")
+        try HostTool.check("gzip", ["-1", "-n", "-c"], input: cpio, output: .stdoutFile(compressed), package: "gzip",
+                           throwing: LabError.self)
         let combined = paths.runFolder + "/initramfs-extra.cpio.gz"
         try Files.writeAtomically(combined, try Files.read(image.initramfs) + Files.read(compressed))
         var result = image
@@ -207,7 +209,7 @@ public struct LabVM: Sendable {
     @discardableResult
     public func down(timeout: Double = 10) throws(LabError) -> Bool {
         guard Files.isDirectory(paths.runFolder) else { return false }
-        let lock = try FileLock(paths.runLock)
+        let lock = try FileLock(paths.runLock, throwing: LabError.self)
         defer { withExtendedLifetime(lock) {} }
         guard let state = try readState() else { return false }
         defer { removeRunFiles() }
@@ -252,7 +254,7 @@ public struct LabVM: Sendable {
     /// folder), each on a fresh connection.
     public func exec(_ command: String, timeout: Double = 60) throws(LabError) -> CommandResult {
         let state = try requireUp()
-        let lock = try FileLock(paths.consoleLock)
+        let lock = try FileLock(paths.consoleLock, throwing: LabError.self)
         defer { withExtendedLifetime(lock) {} }
         let console = try SerialConsole(socketPath: state.serialSocket, timeout: 10)
         return try console.exec(command, timeout: timeout)
@@ -283,7 +285,7 @@ public struct LabVM: Sendable {
     /// the run folder per boot id and /proc/modules (loading a module changes kallsyms).
     public func kallsyms(timeout: Double = 120) throws(LabError) -> Kallsyms {
         let state = try requireUp()
-        let lock = try FileLock(paths.consoleLock)
+        let lock = try FileLock(paths.consoleLock, throwing: LabError.self)
         defer { withExtendedLifetime(lock) {} }
         let console = try SerialConsole(socketPath: state.serialSocket, timeout: 10)
 
@@ -403,6 +405,6 @@ public final class LabGDBLease {
     /// Waits up to `timeout` seconds for the stub to be free.
     public init(paths: LabPaths = LabPaths(), timeout: Double = 30) throws(LabError) {
         lock = try FileLock(paths.runFolder + "/gdb.lock", timeout: timeout,
-                            holder: "another Suture session to release the lab's gdbstub")
+                            holder: "another Suture session to release the lab's gdbstub", throwing: LabError.self)
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Patching
 
 /// Signs a kernel module with the kernel's own `scripts/sign-file` (from the headers the module is
 /// built against), with the hash that kernel's CONFIG_MODULE_SIG_HASH names: a kernel that enforces
@@ -73,14 +74,14 @@ public struct ModuleSigner: Sendable, Hashable {
         defer { Files.remove(temporary) }
         let arguments = [hash, key, certificate, module, temporary]
         let command = ([signFile] + arguments).joined(separator: " ")
-        let result: HostCommand.Result
+        let result: HostTool.Result
         do {
-            result = try HostCommand.run(signFile, arguments, package: "linux-kbuild")
+            result = try HostTool.run(signFile, arguments, package: "linux-kbuild", throwing: LabError.self)
         } catch {
             throw .signFileFailed(command: command, status: -1, output: "\(error)", key: key, certificate: certificate)
         }
         guard result.status == 0 else {
-            throw .signFileFailed(command: command, status: result.status, output: result.combined, key: key, certificate: certificate)
+            throw .signFileFailed(command: command, status: result.status, output: result.output, key: key, certificate: certificate)
         }
         guard ModuleSignature.of(file: temporary) != nil else { throw .signatureMissing(path: temporary) }
         guard rename(temporary, module) == 0 else {

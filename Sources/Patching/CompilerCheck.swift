@@ -30,7 +30,7 @@ public struct CompilerCheck: Sendable, Hashable {
             throw .compilerMismatch(config: config.path, configText: expected, compiler: program,
                                     found: "\(program): command not found")
         }
-        let result = try HostTool.run(program, ["--version"], package: program)
+        let result = try HostTool.run(program, ["--version"], package: program, throwing: KernelBuildError.self)
         let firstLine = result.output.split(separator: "\n", maxSplits: 1).first.map(String.init) ?? ""
         guard result.status == 0, firstLine == expected else {
             throw .compilerMismatch(config: config.path, configText: expected, compiler: program,

@@ -51,7 +51,8 @@ public struct DebianKernelSource: Sendable {
     /// Downloads and unpacks what is missing; cheap when both are there. Phases are reported as
     /// `download` and `unpack` (skipped with the reason when cached).
     public func ensure(progress: KernelBuildProgress, interruption: BuildInterruption? = nil) throws(KernelBuildError) -> KernelSourceTree {
-        let lock = try KernelBuildLock(cache + "/kernel-source/.lock")
+        try? FileManager.default.createDirectory(atPath: cache + "/kernel-source", withIntermediateDirectories: true)
+        let lock = try FileLock(cache + "/kernel-source/.lock", throwing: KernelBuildError.self)
         defer { withExtendedLifetime(lock) {} }
 
         let imageReady = FileManager.default.fileExists(atPath: config) && FileManager.default.fileExists(atPath: vmlinuz)
@@ -85,9 +86,11 @@ public struct DebianKernelSource: Sendable {
         progress(.started(.download, detail: "apt-get download " + specs.joined(separator: " ")))
         let started = KernelBuildClock.now
         for (package, spec) in zip(packages, specs) {
-            let result = try HostTool.run("apt-get", ["download", spec], in: debs, package: "apt", interruption: interruption)
+            let result = try HostTool.run("apt-get", ["download", spec], in: debs, package: "apt", interruption: interruption,
+                                          throwing: KernelBuildError.self)
             guard result.status == 0 else {
-                let policy = (try? HostTool.run("apt-cache", ["policy", package], package: "apt"))?.output ?? ""
+                let policy = (try? HostTool.run("apt-cache", ["policy", package], package: "apt",
+                                                throwing: KernelBuildError.self))?.output ?? ""
                 throw .packageUnavailable(package: package, version: pin.version,
                                           output: result.output.trimmingCharacters(in: .whitespacesAndNewlines),
                                           policy: policy.isEmpty ? "(no output)" : policy.trimmingCharacters(in: .whitespacesAndNewlines))
@@ -103,7 +106,8 @@ public struct DebianKernelSource: Sendable {
         try? FileManager.default.removeItem(atPath: partial)
         try makeDirectory(partial)
         do {
-            try HostTool.check("dpkg-deb", ["-x", imageDeb, partial], package: "dpkg", interruption: interruption)
+            try HostTool.check("dpkg-deb", ["-x", imageDeb, partial], package: "dpkg", interruption: interruption,
+                               throwing: KernelBuildError.self)
         } catch {
             try? FileManager.default.removeItem(atPath: partial)
             throw error
@@ -127,14 +131,15 @@ public struct DebianKernelSource: Sendable {
         try makeDirectory(partial)
         try makeDirectory(deb)
         do {
-            try HostTool.check("dpkg-deb", ["-x", sourceDeb, deb], package: "dpkg", interruption: interruption)
+            try HostTool.check("dpkg-deb", ["-x", sourceDeb, deb], package: "dpkg", interruption: interruption,
+                               throwing: KernelBuildError.self)
             let tarball = deb + "/usr/src/\(pin.sourcePackage).tar.xz"
             guard FileManager.default.fileExists(atPath: tarball) else {
                 throw KernelBuildError.notAKernelTree(path: sourceDeb, expected: "/usr/src/\(pin.sourcePackage).tar.xz in the package",
                                                       found: "no such file")
             }
             try HostTool.check("tar", ["-xf", tarball, "-C", partial, "--strip-components=1"], package: "tar",
-                               interruption: interruption)
+                               interruption: interruption, throwing: KernelBuildError.self)
             try makeDirectory(partial + "/.suture")
             try Data("\(pin.sourcePackage) \(pin.version)\n".utf8).write(to: URL(fileURLWithPath: partial + "/.suture/unpacked"))
         } catch let error as KernelBuildError {

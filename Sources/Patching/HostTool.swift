@@ -3,28 +3,58 @@ import Foundation
 import Glibc
 #endif
 
-/// Runs the host programs a kernel build needs (make, patch, gcc, apt-get, dpkg-deb, tar) and
-/// waits for them. stdin is /dev/null, so a tool that would prompt (kconfig asking about a new
-/// option) reads end of file and goes on or fails instead of hanging.
-struct HostTool {
-    struct Result {
-        var status: Int32
-        /// stdout and stderr interleaved as the tool wrote them (one file for both).
-        var output: String
+/// Runs the short-lived host programs Suture needs (make, patch, gcc, apt-get, dpkg-deb, tar for
+/// kernel builds; gzip, ldd, insmod for the lab) and waits for them. stdin is /dev/null unless a
+/// file is given, so a tool that would prompt (kconfig asking about a new option) reads end of file
+/// and goes on or fails instead of hanging.
+///
+/// QEMU is not started here: it must outlive the command that starts it, so the lab spawns it in
+/// its own session.
+///
+/// Errors are the caller's (`throwing: LabError.self`, `KernelBuildError.self`), so that a missing
+/// tool or a failed one reads as part of what the user asked for.
+package enum HostTool {
+    package struct Result: Sendable {
+        package var status: Int32
+        /// What the tool wrote to stdout; with `Output.log`, stdout and stderr interleaved as the
+        /// tool wrote them (one file for both).
+        package var stdout: String
+        /// What the tool wrote to stderr; empty with `Output.log` (it is in `stdout`).
+        package var stderr: String
         /// User plus system CPU time of the tool and its children: on a busy machine the wall
         /// time says more about the neighbours than about the build.
-        var cpuSeconds: Double = 0
+        package var cpuSeconds: Double = 0
 
-        /// The last `count` lines, for error messages about long logs.
-        func tail(_ count: Int = 40) -> String {
+        /// stdout and stderr together, for parsing loose text and for error messages.
+        package var output: String {
+            [stdout, stderr].filter { !$0.isEmpty }.joined(separator: "\n")
+        }
+
+        /// The last `count` lines of `output`, for error messages about long logs.
+        package func tail(_ count: Int = 40) -> String {
             let lines = output.split(separator: "\n", omittingEmptySubsequences: false)
             let kept = lines.suffix(count + 1).joined(separator: "\n")
             return kept.trimmingCharacters(in: .whitespacesAndNewlines)
         }
     }
 
+    /// Where the tool's stdout and stderr go.
+    package enum Output: Sendable {
+        /// Both read back, apart (a caller may parse stdout alone, as with ldd).
+        case captured
+        /// stdout into this file (binary output, `gzip -c`); stderr read back.
+        case stdoutFile(String)
+        /// Both into this file, interleaved, kept for the user (make's output is long) and read
+        /// back into `Result.stdout`.
+        case log(String)
+
+        var logFile: String? {
+            if case let .log(path) = self { path } else { nil }
+        }
+    }
+
     /// Finds `program` in PATH, like the shell does.
-    static func find(_ program: String) -> String? {
+    package static func find(_ program: String) -> String? {
         if program.contains("/") { return FileManager.default.isExecutableFile(atPath: program) ? program : nil }
         let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
         for folder in path.split(separator: ":") where !folder.isEmpty {
@@ -34,24 +64,17 @@ struct HostTool {
         return nil
     }
 
-    /// Runs `program` with `arguments` in `folder`. Output (stdout and stderr together) goes to
-    /// `log` when given (kept for the user: make's output is long), else to a temporary file that
-    /// is read back and removed. A tool that cannot be found is `.toolMissing` naming `package`.
-    /// With `interruption`, an interrupt stops the tool and the call throws `.interrupted`.
-    static func run(_ program: String, _ arguments: [String], in folder: String? = nil,
-                    environment: [String: String] = [:], log: String? = nil, package: String,
-                    interruption: BuildInterruption? = nil) throws(KernelBuildError) -> Result {
+    /// Runs `program` with `arguments` in `folder` and returns its status and output. stdin comes
+    /// from `input` when given. A tool that cannot be found is `toolMissing` naming `package`. With
+    /// `interruption`, an interrupt stops the tool and the call throws `toolInterrupted`.
+    package static func run<Failure: HostToolFailure>(
+        _ program: String, _ arguments: [String], in folder: String? = nil, environment: [String: String] = [:],
+        input: String? = nil, output: Output = .captured, package: String,
+        interruption: BuildInterruption? = nil, throwing _: Failure.Type
+    ) throws(Failure) -> Result {
         guard let executable = find(program) else { throw .toolMissing(tool: program, package: package) }
-        if interruption?.isInterrupted == true { throw .interrupted(command: commandLine(program, arguments)) }
-        let outputPath = log ?? NSTemporaryDirectory() + "suture-build-\(getpid())-\(UUID().uuidString.prefix(8)).out"
-        guard FileManager.default.createFile(atPath: outputPath, contents: nil),
-              let handle = FileHandle(forWritingAtPath: outputPath) else {
-            throw .io(path: outputPath, operation: "create the output file of \(program)", errno: errno)
-        }
-        defer {
-            try? handle.close()
-            if log == nil { unlink(outputPath) }
-        }
+        let command = commandLine(program, arguments)
+        if interruption?.isInterrupted == true { throw .toolInterrupted(command: command) }
 
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
@@ -60,24 +83,88 @@ struct HostTool {
             process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         }
         if let folder { process.currentDirectoryURL = URL(fileURLWithPath: folder) }
-        process.standardInput = FileHandle.nullDevice
-        process.standardOutput = handle
-        process.standardError = handle
+
+        var inputHandle: FileHandle?
+        if let input {
+            guard let handle = FileHandle(forReadingAtPath: input) else {
+                throw .io(path: input, operation: "open for reading", errno: errno)
+            }
+            inputHandle = handle
+            process.standardInput = handle
+        } else {
+            process.standardInput = FileHandle.nullDevice
+        }
+        defer { try? inputHandle?.close() }
+
+        // stderr always goes to a file (the log, else a temporary one), so that at most one pipe
+        // is drained on this thread without a second reader thread; a full stderr pipe could
+        // otherwise block the tool.
+        let log = output.logFile
+        let errorPath = log ?? NSTemporaryDirectory() + "suture-\(getpid())-\(UUID().uuidString.prefix(8)).err"
+        let errorHandle: FileHandle = try create(errorPath, for: program, throwing: Failure.self)
+        defer {
+            try? errorHandle.close()
+            if log == nil { unlink(errorPath) }
+        }
+        process.standardError = errorHandle
+
+        var pipe: Pipe?
+        var outputHandle: FileHandle?
+        switch output {
+        case .captured:
+            pipe = Pipe()
+            process.standardOutput = pipe
+        case let .stdoutFile(path):
+            outputHandle = try create(path, for: program, throwing: Failure.self)
+            process.standardOutput = outputHandle
+        case .log:
+            process.standardOutput = errorHandle
+        }
+        defer { try? outputHandle?.close() }
+
         let cpuBefore = childrenCPUSeconds()
         do {
             try process.run()
         } catch {
-            throw .commandFailed(command: commandLine(program, arguments), status: -1, log: nil,
-                                 output: "cannot start: \(error)")
+            throw .toolFailed(command: command, log: nil,
+                              result: Result(status: -1, stdout: "", stderr: "cannot start: \(error)"))
         }
         interruption?.started(process.processIdentifier)
+        let stdoutData = pipe?.fileHandleForReading.readDataToEndOfFile() ?? Data()
         process.waitUntilExit()
         interruption?.finished()
-        if interruption?.isInterrupted == true { throw .interrupted(command: commandLine(program, arguments)) }
-        let data = FileManager.default.contents(atPath: outputPath) ?? Data()
+        if interruption?.isInterrupted == true { throw .toolInterrupted(command: command) }
+
+        let written = String(decoding: FileManager.default.contents(atPath: errorPath) ?? Data(), as: UTF8.self)
+        // A tool killed by a signal reports the signal number; the shell's 128 + N keeps it apart
+        // from an exit status.
         let status = process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
-        return Result(status: status, output: String(decoding: data, as: UTF8.self),
-                      cpuSeconds: childrenCPUSeconds() - cpuBefore)
+        let cpuSeconds = childrenCPUSeconds() - cpuBefore
+        if log != nil { return Result(status: status, stdout: written, stderr: "", cpuSeconds: cpuSeconds) }
+        return Result(status: status, stdout: String(decoding: stdoutData, as: UTF8.self), stderr: written,
+                      cpuSeconds: cpuSeconds)
+    }
+
+    /// Like `run`, but a non-zero status is `toolFailed` with the tool's output.
+    @discardableResult
+    package static func check<Failure: HostToolFailure>(
+        _ program: String, _ arguments: [String], in folder: String? = nil, environment: [String: String] = [:],
+        input: String? = nil, output: Output = .captured, package: String,
+        interruption: BuildInterruption? = nil, throwing failure: Failure.Type
+    ) throws(Failure) -> Result {
+        let result = try run(program, arguments, in: folder, environment: environment, input: input, output: output,
+                             package: package, interruption: interruption, throwing: failure)
+        guard result.status == 0 else {
+            throw .toolFailed(command: commandLine(program, arguments), log: output.logFile, result: result)
+        }
+        return result
+    }
+
+    /// The command as a person would type it, for messages.
+    package static func commandLine(_ program: String, _ arguments: [String]) -> String {
+        ([program] + arguments).map { word in
+            word.isEmpty || word.contains(where: { " '\"$".contains($0) }) ? "'" + word.replacingOccurrences(of: "'", with: "'\\''") + "'" : word
+        }.joined(separator: " ")
     }
 
     /// CPU time of every child this process has waited for (Foundation reaps `Process` children).
@@ -88,24 +175,13 @@ struct HostTool {
         return seconds(usage.ru_utime) + seconds(usage.ru_stime)
     }
 
-    /// Like `run`, but a non-zero status is `.commandFailed` with the end of the output.
-    @discardableResult
-    static func check(_ program: String, _ arguments: [String], in folder: String? = nil,
-                      environment: [String: String] = [:], log: String? = nil, package: String,
-                      interruption: BuildInterruption? = nil) throws(KernelBuildError) -> Result {
-        let result = try run(program, arguments, in: folder, environment: environment, log: log, package: package,
-                             interruption: interruption)
-        guard result.status == 0 else {
-            throw .commandFailed(command: commandLine(program, arguments), status: result.status, log: log,
-                                 output: result.tail())
+    /// Creates (or truncates) one of the files a tool writes to.
+    private static func create<Failure: HostToolFailure>(_ path: String, for program: String,
+                                                         throwing _: Failure.Type) throws(Failure) -> FileHandle {
+        guard FileManager.default.createFile(atPath: path, contents: nil),
+              let handle = FileHandle(forWritingAtPath: path) else {
+            throw .io(path: path, operation: "create the output file of \(program)", errno: errno)
         }
-        return result
-    }
-
-    /// The command as a person would type it, for messages.
-    static func commandLine(_ program: String, _ arguments: [String]) -> String {
-        ([program] + arguments).map { word in
-            word.isEmpty || word.contains(where: { " '\"$".contains($0) }) ? "'" + word.replacingOccurrences(of: "'", with: "'\\''") + "'" : word
-        }.joined(separator: " ")
+        return handle
     }
 }

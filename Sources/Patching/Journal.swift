@@ -28,14 +28,8 @@ public struct Journal: Sendable {
     /// Runs `body` holding the journal's exclusive lock (waits for other Suture processes).
     public func withLock<T>(_ body: () throws -> T) throws -> T {
         try ensureDirectory()
-        let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw JournalError.io(path: lockPath, operation: "open", errno: errno) }
-        defer { close(fd) }
-        while flock(fd, LOCK_EX) != 0 {
-            guard errno == EINTR else { throw JournalError.io(path: lockPath, operation: "flock", errno: errno) }
-        }
-        defer { _ = flock(fd, LOCK_UN) }
-        return try body()
+        let lock = try FileLock(lockPath, permissions: 0o600, throwing: JournalError.self)
+        return try withExtendedLifetime(lock) { try body() }
     }
 
     /// Appends one record and makes it durable (fsync) before returning.
@@ -224,7 +218,7 @@ public struct PatchRecord: Sendable, Hashable {
     public var lastEvent: JournalRecord?
 }
 
-public enum JournalError: Error, CustomStringConvertible, Equatable {
+public enum JournalError: Error, CustomStringConvertible, Equatable, IOFailure {
     case io(path: String, operation: String, errno: Int32)
     case corrupt(path: String, line: Int, reason: String)
 

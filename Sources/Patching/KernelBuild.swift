@@ -52,7 +52,7 @@ public struct KernelBuild: Sendable {
     /// build killed outright leaves a journal that the next run restores first.
     public func buildObjects(patch: SourcePatch, progress: KernelBuildProgress) throws(KernelBuildError) -> KernelBuildResult {
         try makeDirectory(tree.stateFolder)
-        let lock = try KernelBuildLock(tree.lockFile)
+        let lock = try FileLock(tree.lockFile, throwing: KernelBuildError.self)
         defer { withExtendedLifetime(lock) {} }
 
         let restored = try SourceTreeJournal.recover(tree: tree.root, journal: tree.journal)
@@ -153,7 +153,8 @@ public struct KernelBuild: Sendable {
         }
         // MODULE_SIG_ALL only makes `make modules` generate a key and sign; code is unchanged.
         try HostTool.check(tree.root + "/scripts/config", ["--file", tree.dotConfig, "--disable", "MODULE_SIG_ALL"],
-                           in: tree.root, package: "the kernel tree's scripts/config", interruption: interruption)
+                           in: tree.root, package: "the kernel tree's scripts/config", interruption: interruption,
+                           throwing: KernelBuildError.self)
         let configCPU = try make(["olddefconfig"], compiler: compiler, log: tree.logs + "/olddefconfig.log")
         let config = try KernelConfig(path: tree.dotConfig)
         // Options the input sets to another value matter (the source is not the kernel's own, or
@@ -241,8 +242,8 @@ public struct KernelBuild: Sendable {
     @discardableResult
     private func make(_ arguments: [String], compiler: CompilerCheck, log: String) throws(KernelBuildError) -> Double {
         try makeDirectory((log as NSString).deletingLastPathComponent)
-        return try HostTool.check("make", ["CC=\(compiler.compiler)"] + arguments, in: tree.root, log: log, package: "make",
-                                  interruption: interruption).cpuSeconds
+        return try HostTool.check("make", ["CC=\(compiler.compiler)"] + arguments, in: tree.root, output: .log(log),
+                                  package: "make", interruption: interruption, throwing: KernelBuildError.self).cpuSeconds
     }
 
     static func cpu(_ seconds: Double) -> String { String(format: "cpu %.1f s", seconds) }

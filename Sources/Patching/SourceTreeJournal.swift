@@ -28,7 +28,8 @@ struct SourceTreeJournal {
 
     /// Checks with `patch --dry-run` that the patch applies exactly (no fuzz), without touching the tree.
     static func checkApplies(_ patch: SourcePatch, tree: String) throws(KernelBuildError) {
-        let result = try HostTool.run("patch", patchArguments(patch, dryRun: true), in: tree, package: "patch")
+        let result = try HostTool.run("patch", patchArguments(patch, dryRun: true), in: tree, package: "patch",
+                                      throwing: KernelBuildError.self)
         guard result.status == 0 else {
             throw .patchDoesNotApply(patch: patch.path, tree: tree, output: result.output)
         }
@@ -52,7 +53,8 @@ struct SourceTreeJournal {
         let applied = SourceTreeJournal(tree: tree, journal: journal, files: files)
         let result: HostTool.Result
         do {
-            result = try HostTool.run("patch", patchArguments(patch, dryRun: false), in: tree, package: "patch")
+            result = try HostTool.run("patch", patchArguments(patch, dryRun: false), in: tree, package: "patch",
+                                      throwing: KernelBuildError.self)
         } catch {
             try applied.restore()
             throw error

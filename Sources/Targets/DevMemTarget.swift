@@ -14,12 +14,11 @@ import ELF
 public final class DevMemTarget: MemoryTarget, @unchecked Sendable {
     public let name: String
     public let path: String
-    public let capabilities: TargetCapabilities
+    public var capabilities: TargetCapabilities { memory.capabilities }
     public let physBase: UInt64
     public let pageOffsetBase: UInt64?
     private let kernel: KernelSymbols?
-    private let lock = Lock()
-    private var file: OpenFile?
+    private let memory: MemoryDeviceFile
 
     /// The direct map covers at most 64 TiB with 4-level paging (the largest x86-64 layout).
     static let directMapSize: UInt64 = 1 << 46
@@ -38,9 +37,8 @@ public final class DevMemTarget: MemoryTarget, @unchecked Sendable {
         self.name = TargetSpec.mem(path: path).description
         self.physBase = physBase
         self.kernel = kernel
-        let file = try OpenFile(path: path, access: .readWriteIfPermitted, targetName: name, syscalls: syscalls)
-        self.file = file
-        capabilities = file.writable ? [.write, .live] : [.live]
+        let memory = try MemoryDeviceFile(path: path, targetName: name, syscalls: syscalls)
+        self.memory = memory
         if let pageOffsetBase {
             self.pageOffsetBase = pageOffsetBase
         } else if let variable = kernel?.pageOffsetBase {
@@ -48,7 +46,7 @@ public final class DevMemTarget: MemoryTarget, @unchecked Sendable {
                 throw .unmappedAddress(target: name, address: variable, count: 8,
                                        detail: "page_offset_base's variable must lie in the kernel image (≥ 0xffffffff80000000)")
             }
-            let bytes = try file.read(offset: variable - KernelSymbols.startKernelMap &+ physBase, count: 8, address: variable)
+            let bytes = try memory.read(offset: variable - KernelSymbols.startKernelMap &+ physBase, count: 8, address: variable)
             self.pageOffsetBase = bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
         } else {
             self.pageOffsetBase = nil
@@ -92,15 +90,11 @@ public final class DevMemTarget: MemoryTarget, @unchecked Sendable {
     }
 
     public func read(at address: UInt64, count: Int) throws -> [UInt8] {
-        try lock.withLock { () throws(TargetError) -> [UInt8] in
-            try open().read(offset: try physicalAddress(of: address, count: count), count: count, address: address)
-        }
+        try memory.read(offset: try physicalAddress(of: address, count: count), count: count, address: address)
     }
 
     public func write(at address: UInt64, bytes: [UInt8]) throws {
-        try lock.withLock { () throws(TargetError) in
-            try open().write(offset: try physicalAddress(of: address, count: bytes.count), bytes: bytes, address: address)
-        }
+        try memory.write(offset: try physicalAddress(of: address, count: bytes.count), bytes: bytes, address: address)
     }
 
     public func stop() throws {
@@ -113,10 +107,5 @@ public final class DevMemTarget: MemoryTarget, @unchecked Sendable {
         throw TargetError.notSupported(target: name, operation: "programCounters", reason: "/dev/mem cannot see the CPUs")
     }
 
-    public func close() { lock.withLock { file = nil } }
-
-    private func open() throws(TargetError) -> OpenFile {
-        guard let file else { throw .notSupported(target: name, operation: "use after close()", reason: "the target is closed") }
-        return file
-    }
+    public func close() { memory.close() }
 }

@@ -6,10 +6,9 @@
 public final class KmemTarget: MemoryTarget, @unchecked Sendable {
     public let name: String
     public let path: String
-    public let capabilities: TargetCapabilities
+    public var capabilities: TargetCapabilities { memory.capabilities }
     private let kernel: KernelSymbols?
-    private let lock = Lock()
-    private var file: OpenFile?
+    private let memory: MemoryDeviceFile
 
     /// - Parameter kernel: where `linux_banner` and the notes are, for `identity()`.
     public convenience init(path: String = TargetSpec.defaultKmemPath, kernel: KernelSymbols? = nil) throws {
@@ -20,9 +19,7 @@ public final class KmemTarget: MemoryTarget, @unchecked Sendable {
         self.path = path
         self.name = TargetSpec.kmem(path: path).description
         self.kernel = kernel
-        let file = try OpenFile(path: path, access: .readWriteIfPermitted, targetName: name, syscalls: syscalls)
-        self.file = file
-        capabilities = file.writable ? [.write, .live] : [.live]
+        memory = try MemoryDeviceFile(path: path, targetName: name, syscalls: syscalls)
     }
 
     public func identity() throws -> TargetIdentity {
@@ -32,16 +29,13 @@ public final class KmemTarget: MemoryTarget, @unchecked Sendable {
         return try kernel.identity(target: name) { address, count in try self.read(at: address, count: count) }
     }
 
+    /// The file offset is the virtual address.
     public func read(at address: UInt64, count: Int) throws -> [UInt8] {
-        try lock.withLock { () throws(TargetError) -> [UInt8] in
-            try open().read(offset: address, count: count, address: address)
-        }
+        try memory.read(offset: address, count: count, address: address)
     }
 
     public func write(at address: UInt64, bytes: [UInt8]) throws {
-        try lock.withLock { () throws(TargetError) in
-            try open().write(offset: address, bytes: bytes, address: address)
-        }
+        try memory.write(offset: address, bytes: bytes, address: address)
     }
 
     public func stop() throws {
@@ -54,10 +48,5 @@ public final class KmemTarget: MemoryTarget, @unchecked Sendable {
         throw TargetError.notSupported(target: name, operation: "programCounters", reason: "/dev/kmem cannot see the CPUs")
     }
 
-    public func close() { lock.withLock { file = nil } }
-
-    private func open() throws(TargetError) -> OpenFile {
-        guard let file else { throw .notSupported(target: name, operation: "use after close()", reason: "the target is closed") }
-        return file
-    }
+    public func close() { memory.close() }
 }

@@ -8,18 +8,6 @@ import TestSupport
 /// exactly the instructions `decode` (Capstone with detail) finds, on any bytes.
 @Suite("Fast path agrees with decode")
 struct FastPathTests {
-    /// A small deterministic generator (SplitMix64) so a failure can be reproduced.
-    struct SplitMix: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     static func sweepDifferences(_ bytes: [UInt8], _ architecture: Architecture, base: UInt64 = 0x1000) throws -> [String] {
         let disassembler = try Disassembler(architecture: architecture)
         let fast = bytes.withUnsafeBytes { disassembler.boundaries($0, address: base) }
@@ -47,7 +35,7 @@ struct FastPathTests {
     func exhaustiveOpcodes() throws {
         let architecture = Architecture.x86_64
         let disassembler = try Disassembler(architecture: architecture)
-        var random = SplitMix(state: 0x5EED)
+        var random = SplitMix64(seed: 0x5EED)
         let prefixSets: [[UInt8]] = architecture == .x86_64
             ? [[], [0x66], [0x67], [0xF3], [0xF2], [0xF0], [0x48], [0x41], [0x66, 0x48], [0x2E], [0x66, 0x2E],
                [0x3E], [0xF3, 0x48], [0x48, 0x66], [0x40, 0x40]]
@@ -84,7 +72,7 @@ struct FastPathTests {
 
     @Test("random bytes: same sweep", arguments: [Architecture.x86_64, .i386, .arm64])
     func randomBytes(architecture: Architecture) throws {
-        var random = SplitMix(state: 42)
+        var random = SplitMix64(seed: 42)
         let bytes = (0..<(1 << 18)).map { _ in UInt8.random(in: 0...255, using: &random) }
         let problems = try Self.sweepDifferences(bytes, architecture)
         let clean = problems.isEmpty
@@ -95,7 +83,7 @@ struct FastPathTests {
     func mutatedKernelCode() throws {
         let kernel = try Fixtures.debianKernel()
         var bytes = try Objdump.sectionBytes(kernel.nfsKo, section: ".text")
-        var random = SplitMix(state: 7)
+        var random = SplitMix64(seed: 7)
         for i in stride(from: 0, to: bytes.count, by: 16) {
             bytes[i + Int.random(in: 0..<16, using: &random) % (bytes.count - i)] = UInt8.random(in: 0...255, using: &random)
         }

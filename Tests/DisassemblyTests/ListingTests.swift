@@ -22,16 +22,6 @@ struct ListingTests {
         }
     }
 
-    /// objdump -dr lines that are instructions, continuation lines or relocations.
-    static func bodyLines(_ text: String) -> [String] {
-        text.split(separator: "\n").map(String.init).filter { line in
-            if line.hasPrefix("\t\t\t") { return true }
-            guard let colon = line.firstIndex(of: ":") else { return false }
-            let head = line[..<colon].trimmingCharacters(in: .whitespaces)
-            return !head.isEmpty && head.allSatisfy(\.isHexDigit) && line[colon...].hasPrefix(":\t")
-        }
-    }
-
     /// Compares two listings line by line; returns the differences.
     static func compare(ours: [String], objdump theirs: [String]) -> [String] {
         var problems: [String] = []
@@ -85,7 +75,7 @@ struct ListingTests {
                                                     "--stop-address=\(Hex.address(function.value + function.size))",
                                                     kernel.nfsKo.path])
         let ours = listing.render().split(separator: "\n").map(String.init)
-        let theirs = Self.bodyLines(objdump)
+        let theirs = ObjdumpListing.bodyLines(objdump)
         try #require(theirs.count > 40)
         let problems = Self.compare(ours: ours, objdump: theirs)
         #expect(problems.isEmpty, Comment(rawValue: problems.joined(separator: "\n")))
@@ -105,7 +95,7 @@ struct ListingTests {
                               annotations: try Readelf.relocations(".rela.text", in: object))
         let rendered = listing.render()
         let ours = rendered.split(separator: "\n").map(String.init)
-        let theirs = Self.bodyLines(try Fixtures.check("objdump", ["-dr", "-j", ".text", object.path]))
+        let theirs = ObjdumpListing.bodyLines(try Fixtures.check("objdump", ["-dr", "-j", ".text", object.path]))
         let problems = Self.compare(ours: ours, objdump: theirs)
         #expect(problems.isEmpty, Comment(rawValue: problems.joined(separator: "\n")))
         #expect(instructions.contains { $0.size > 7 }, "the fixture should hold an instruction longer than 7 bytes")
@@ -145,7 +135,7 @@ struct ListingTests {
                               symbolize: Self.symbolizer(symbols, section: text.index), architecture: .arm64)
         let ours = listing.render().split(separator: "\n").map(String.init)
         let objdump = try Fixtures.run("aarch64-linux-gnu-objdump", ["-d", object.path])
-        let theirs = Self.bodyLines(objdump.stdout)
+        let theirs = ObjdumpListing.bodyLines(objdump.stdout)
         try #require(theirs.count == instructions.count)
         for (a, b) in zip(ours, theirs) {
             let x = a.split(separator: "\t"), y = b.split(separator: "\t")

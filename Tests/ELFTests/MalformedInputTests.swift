@@ -7,19 +7,6 @@ import TestSupport
 /// the file. Hundreds of deterministic truncations and byte flips of a gcc object and of nfs.ko, then
 /// targeted corruptions whose messages must name the structure and the offset.
 @Suite struct MalformedInputTests {
-    /// SplitMix64: a small deterministic generator, so failures reproduce.
-    struct Random {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        mutating func below(_ bound: Int) -> Int { bound <= 0 ? 0 : Int(next() % UInt64(bound)) }
-    }
-
     /// Runs every reader entry point; returns the errors seen (all must be `ELFError`).
     @discardableResult
     static func exercise(_ bytes: [UInt8], name: String) -> [ELFError] {
@@ -60,7 +47,7 @@ import TestSupport
     /// (headers and tables) where structure lives.
     static func fuzz(_ original: [UInt8], name: String, seed: UInt64, truncations: Int, flips: Int,
                      hotRanges: [Range<Int>]) -> (runs: Int, errors: Int) {
-        var random = Random(state: seed)
+        var random = SplitMix64(seed: seed)
         var runs = 0, errorCount = 0
         func check(_ bytes: [UInt8]) {
             let errors = exercise(bytes, name: name)
@@ -265,7 +252,7 @@ import TestSupport
             #expect(try ELFFile(bytes: compressed, name: "m.ko").compression == tool[0])
             let truncated = Self.message(Array(compressed.prefix(compressed.count - 9)), name: "m.ko") { _ in }
             #expect(truncated.hasPrefix("m.ko: \(tool[0]) stream at offset 0x"), Comment(rawValue: truncated))
-            var random = Random(state: 42)
+            var random = SplitMix64(seed: 42)
             for _ in 0..<50 {
                 var bytes = compressed
                 bytes[8 + random.below(bytes.count - 8)] ^= UInt8(1 + random.below(255))

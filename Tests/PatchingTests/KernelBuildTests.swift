@@ -27,7 +27,7 @@ struct KernelBuildTests {
     /// Checksums of files in the tree, read while holding the tree's build lock: another build
     /// (the lab test's, run concurrently) may have the tree patched between its own lock and unlock.
     static func treeChecksums(_ tree: KernelSourceTree, _ paths: [String]) throws -> [String] {
-        let lock = try KernelBuildLock(tree.lockFile)
+        let lock = try FileLock(tree.lockFile, throwing: KernelBuildError.self)
         defer { withExtendedLifetime(lock) {} }
         return try paths.map(sha256)
     }

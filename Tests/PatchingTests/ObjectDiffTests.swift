@@ -310,7 +310,7 @@ import TestSupport
         for section in file.sections where section.type == 2 || section.type == 3 || section.isRelocationTable {
             targets.append(Int(section.offset)..<Int(section.offset + section.size))
         }
-        var generator = SplitMix(seed: 0x5eed)
+        var generator = SplitMix64(seed: 0x5eed)
         var errors = 0
         for round in 0..<300 {
             var copy = bytes
@@ -329,19 +329,6 @@ import TestSupport
             }
         }
         #expect(errors > 0)
-    }
-
-    /// A small deterministic generator, so a failure can be replayed.
-    struct SplitMix {
-        var state: UInt64
-        init(seed: UInt64) { state = seed }
-        mutating func next() -> UInt64 {
-            state &+= 0x9e3779b97f4a7c15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xbf58476d1ce4e5b9
-            z = (z ^ (z >> 27)) &* 0x94d049bb133111eb
-            return z ^ (z >> 31)
-        }
     }
 
     // MARK: Edit scripts

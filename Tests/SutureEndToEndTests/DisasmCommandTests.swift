@@ -29,16 +29,6 @@ import TestSupport
         throw Fixtures.Failure("readelf: no section \(index) in \(file.path)")
     }
 
-    /// Instruction, continuation and relocation lines of an objdump -d/-dr listing.
-    static func bodyLines(_ text: String) -> [String] {
-        text.split(separator: "\n").map(String.init).filter { line in
-            if line.hasPrefix("\t\t\t") { return true }
-            guard let colon = line.firstIndex(of: ":") else { return false }
-            let head = line[..<colon].trimmingCharacters(in: .whitespaces)
-            return !head.isEmpty && head.allSatisfy(\.isHexDigit) && line[colon...].hasPrefix(":\t")
-        }
-    }
-
     static let prefixWords: Set<String> = ["bnd", "notrack", "cs", "ds", "lock", "rep", "repz", "repnz", "data16", "rex.W"]
 
     /// objdump's listing against ours: address and byte columns, continuation and relocation lines
@@ -94,7 +84,7 @@ import TestSupport
             + String(symbol.value, radix: 16) + " <\(function)>:"
         #expect(ours.first == header)
         #expect(objdump.contains(header))
-        let problems = Self.differences(ours: Array(ours.dropFirst()), objdump: Self.bodyLines(objdump))
+        let problems = Self.differences(ours: Array(ours.dropFirst()), objdump: ObjdumpListing.bodyLines(objdump))
         #expect(problems.isEmpty, Comment(rawValue: problems.joined(separator: "\n")))
     }
 
@@ -108,7 +98,7 @@ import TestSupport
                                                extra: ["-j", ".text"] + (intel ? ["-M", "intel"] : []))
         let ours = run.stdout.split(separator: "\n").map(String.init)
         #expect(ours.first == "0000000000009260 <nfs_flock>:")
-        let problems = Self.differences(ours: Array(ours.dropFirst()), objdump: Self.bodyLines(objdump))
+        let problems = Self.differences(ours: Array(ours.dropFirst()), objdump: ObjdumpListing.bodyLines(objdump))
         #expect(problems.isEmpty, Comment(rawValue: problems.joined(separator: "\n")))
         #expect(run.stdout.contains("    928f:\t74 39                \tje     92ca <nfs_flock+0x6a>\n"))
         #expect(run.stdout.contains("\t\t\t92d6: R_X86_64_PLT32\t__x86_return_thunk-0x4\n"))
@@ -128,7 +118,7 @@ import TestSupport
         let objdump = try Self.objdumpFunction(vmlinux, start: 0xffff_ffff_8100_0000, size: 0x70)
         let ours = run.stdout.split(separator: "\n").map(String.init)
         #expect(ours.first == "ffffffff81000000 <startup_64>:")
-        let theirs = Self.bodyLines(objdump)
+        let theirs = ObjdumpListing.bodyLines(objdump)
         #expect(ours.count - 1 == theirs.count)
         for (a, b) in zip(ours.dropFirst(), theirs) {
             #expect(a.split(separator: "\t").prefix(2) == b.split(separator: "\t").prefix(2), "\(a) vs \(b)")

@@ -78,17 +78,7 @@ import TestSupport
 
     @Test func duplicateStaticFunctionsFromSymtab() throws {
         let folder = try Fixtures.temporaryFolder("suture-dups-elf")
-        var objects: [String] = []
-        for (name, factor) in [("first", 3), ("second", 5)] {
-            objects.append(try Fixtures.compileC("""
-                static __attribute__((noinline)) int scale(int x) { return x * \(factor) + 1; }
-                int \(name)(int x) { return scale(x) + 2; }
-                """, name: name, flags: ["-O1", "-c"], in: folder).path)
-        }
-        let main = try Fixtures.compileC("int first(int), second(int);\nint main(int c, char **v) { return first(c) + second(c); }",
-                                         name: "main", flags: ["-O1", "-c"], in: folder)
-        let program = folder.appendingPathComponent("program")
-        try Fixtures.check("gcc", ["-o", program.path, main.path] + objects)
+        let program = try SymbolsFixtures.twoScalesProgram(in: folder)
         let expected = try SystemMapTests.nmDefined(program).filter { $0.name == "scale" }
         try #require(expected.count == 2)
 

@@ -46,4 +46,21 @@ enum SymbolsFixtures {
             return 0;
         }
         """
+
+    /// A program linked from two objects that each define `static int scale(int)`: two functions
+    /// of one name, as in a kernel with file-local helpers. Built with gcc into `folder`.
+    static func twoScalesProgram(in folder: URL) throws -> URL {
+        var objects: [String] = []
+        for (name, factor) in [("first", 3), ("second", 5)] {
+            objects.append(try Fixtures.compileC("""
+                static __attribute__((noinline)) int scale(int x) { return x * \(factor) + 1; }
+                int \(name)(int x) { return scale(x) + 2; }
+                """, name: name, flags: ["-O1", "-c"], in: folder).path)
+        }
+        let main = try Fixtures.compileC("int first(int), second(int);\nint main(int c, char **v) { return first(c) + second(c); }",
+                                         name: "main", flags: ["-O1", "-c"], in: folder)
+        let program = folder.appendingPathComponent("program")
+        try Fixtures.check("gcc", ["-o", program.path, main.path] + objects)
+        return program
+    }
 }

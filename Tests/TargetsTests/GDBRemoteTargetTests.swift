@@ -78,13 +78,7 @@ import TestSupport
         #expect(Set(ids) == Set(tasks))
         #expect(contexts.count == 4)
         // Every program counter lies in an executable mapping of the process.
-        let maps = try String(contentsOfFile: "/proc/\(program.pid)/maps", encoding: .utf8)
-        let executableRanges = maps.split(separator: "\n").compactMap { line -> ClosedRange<UInt64>? in
-            let f = line.split(separator: " ")
-            guard f.count > 1, f[1].contains("x") else { return nil }
-            let r = f[0].split(separator: "-").compactMap { UInt64($0, radix: 16) }
-            return r.count == 2 ? r[0]...(r[1] - 1) : nil
-        }
+        let executableRanges = try TargetFixtures.executableRanges(pid: program.pid)
         for context in contexts {
             #expect(executableRanges.contains { $0.contains(context.programCounter) }, "pc \(String(context.programCounter, radix: 16)) of \(context.id)")
         }

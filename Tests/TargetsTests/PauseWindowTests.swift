@@ -19,6 +19,14 @@ import TestSupport
         return elapsed
     }
 
+    /// `count` cycles at `site`, `gap` microseconds apart so that the target runs in between.
+    static func cycles(_ target: any MemoryTarget, at site: UInt64, count: Int = 50, gap: UInt32 = 1000) throws -> [Double] {
+        try (0..<count).map { _ in
+            defer { usleep(gap) }
+            return try cycle(target, at: site)
+        }
+    }
+
     static func report(_ label: String, _ samples: [Double]) -> Double {
         let sorted = samples.sorted()
         let median = sorted[sorted.count / 2]
@@ -34,12 +42,7 @@ import TestSupport
         let target = try ProcessTarget(pid: program.pid)
         defer { target.close() }
         let site = try #require(program.printed["check"])
-        var samples: [Double] = []
-        for _ in 0..<50 {
-            samples.append(try Self.cycle(target, at: site))
-            usleep(1000)
-        }
-        #expect(Self.report("ProcessTarget (3 threads)", samples) < 100)
+        #expect(Self.report("ProcessTarget (3 threads)", try Self.cycles(target, at: site)) < 100)
         try program.waitForLine(after: program.linesSeen) { $0 == "result 1" }
     }
 
@@ -52,12 +55,7 @@ import TestSupport
         let target = try GDBRemoteTarget(host: "127.0.0.1", port: port)
         defer { target.close() }
         let site = try #require(program.printed["check"])
-        var samples: [Double] = []
-        for _ in 0..<50 {
-            samples.append(try Self.cycle(target, at: site))
-            usleep(1000)
-        }
-        #expect(Self.report("gdbserver", samples) < 100)
+        #expect(Self.report("gdbserver", try Self.cycles(target, at: site)) < 100)
         try program.waitForLine(after: program.linesSeen) { $0 == "result 1" }
     }
 }

@@ -33,13 +33,7 @@ import TestSupport
             let stat = try String(contentsOfFile: "/proc/\(program.pid)/task/\(tid)/stat", encoding: .utf8)
             #expect(stat.split(separator: ")").last?.split(separator: " ").first == "t", "thread \(tid) not in tracing stop")
         }
-        let maps = try String(contentsOfFile: "/proc/\(program.pid)/maps", encoding: .utf8)
-        let executableRanges = maps.split(separator: "\n").compactMap { line -> ClosedRange<UInt64>? in
-            let f = line.split(separator: " ")
-            guard f.count > 1, f[1].contains("x") else { return nil }
-            let r = f[0].split(separator: "-").compactMap { UInt64($0, radix: 16) }
-            return r.count == 2 ? r[0]...(r[1] - 1) : nil
-        }
+        let executableRanges = try TargetFixtures.executableRanges(pid: program.pid)
         for context in contexts {
             #expect(executableRanges.contains { $0.contains(context.programCounter) })
         }

@@ -148,11 +148,7 @@ import TestSupport
         try target.resume()
         print("QEMU vCPU program counters at the stop: " + contexts.map { "\($0.id)=\(String($0.programCounter, radix: 16))" }.joined(separator: " "))
 
-        var samples: [Double] = []
-        for _ in 0..<50 {
-            samples.append(try PauseWindowTests.cycle(target, at: banner))
-            usleep(2000)
-        }
+        let samples = try PauseWindowTests.cycles(target, at: banner, gap: 2000)
         #expect(PauseWindowTests.report("QEMU gdbstub (TCG, PTI, user-mode vCPUs)", samples) < 100)
 
         // The direct map (page_offset_base + physical address) is outside the kernel image: with

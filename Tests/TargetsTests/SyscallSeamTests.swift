@@ -28,37 +28,36 @@ import TestSupport
             return script.isEmpty ? nil : script.removeFirst()
         }
 
+        /// One pread or pwrite of `count` bytes at `offset`: -errno, or the bytes `copy(start, n)`
+        /// moved, at most what the script allows and what the data holds.
+        private func transfer(_ count: Int, at offset: Int64, _ copy: (_ start: Int, _ n: Int) -> Void) -> Int {
+            var limit = count
+            switch next(offset) {
+            case .fail(let code)?: return -Int(code)
+            case .transfer(let n)?: limit = min(n, count)
+            case nil: break
+            }
+            lock.lock()
+            defer { lock.unlock() }
+            let start = Int(offset)
+            let n = max(0, min(limit, data.count - start))
+            copy(start, n)
+            return n
+        }
+
         var table: SyscallTable {
             var table = SyscallTable.system
             table.open = { _, _, _ in 42 }
             table.close = { _ in 0 }
             table.pread = { [self] _, buffer, count, offset in
-                var limit = count
-                switch next(offset) {
-                case .fail(let code)?: return -Int(code)
-                case .transfer(let n)?: limit = min(n, count)
-                case nil: break
+                transfer(count, at: offset) { start, n in
+                    if n > 0 { data.withUnsafeBytes { buffer.copyMemory(from: $0.baseAddress! + start, byteCount: n) } }
                 }
-                lock.lock()
-                defer { lock.unlock() }
-                let start = Int(offset)
-                let n = max(0, min(limit, data.count - start))
-                if n > 0 { data.withUnsafeBytes { buffer.copyMemory(from: $0.baseAddress! + start, byteCount: n) } }
-                return n
             }
             table.pwrite = { [self] _, buffer, count, offset in
-                var limit = count
-                switch next(offset) {
-                case .fail(let code)?: return -Int(code)
-                case .transfer(let n)?: limit = min(n, count)
-                case nil: break
+                transfer(count, at: offset) { start, n in
+                    data.withUnsafeMutableBytes { $0.baseAddress!.advanced(by: start).copyMemory(from: buffer, byteCount: n) }
                 }
-                lock.lock()
-                defer { lock.unlock() }
-                let start = Int(offset)
-                let n = max(0, min(limit, data.count - start))
-                data.withUnsafeMutableBytes { $0.baseAddress!.advanced(by: start).copyMemory(from: buffer, byteCount: n) }
-                return n
             }
             return table
         }

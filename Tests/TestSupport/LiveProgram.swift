@@ -214,6 +214,17 @@ public enum TargetFixtures {
         return (value + bias, value - segment.vaddr + segment.offset)
     }
 
+    /// The executable mappings of a process, from /proc/PID/maps: where its program counters may be.
+    public static func executableRanges(pid: Int32) throws -> [ClosedRange<UInt64>] {
+        let maps = try String(contentsOfFile: "/proc/\(pid)/maps", encoding: .utf8)
+        return maps.split(separator: "\n").compactMap { line -> ClosedRange<UInt64>? in
+            let f = line.split(separator: " ")
+            guard f.count > 1, f[1].contains("x") else { return nil }
+            let r = f[0].split(separator: "-").compactMap { UInt64($0, radix: 16) }
+            return r.count == 2 ? r[0]...(r[1] - 1) : nil
+        }
+    }
+
     public struct Load { public var offset: UInt64; public var vaddr: UInt64; public var filesz: UInt64; public var memsz: UInt64 }
 
     /// PT_LOAD entries from `readelf -lW`.
