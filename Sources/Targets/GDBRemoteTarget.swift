@@ -474,6 +474,8 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
         // if this generation is still explicitly stopped when it fires.
         stopGeneration &+= 1
         armWatchdog(generation: stopGeneration)
+        c.spinNanoseconds = Self.pauseSpin
+        defer { c.spinNanoseconds = 0 }
         try guarded { () throws(TargetError) in
             c.queue(raw: [0x03])
             // The stop reply comes first: exchange keeps it aside as a stray and waitForStopReply takes it.
@@ -517,6 +519,10 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
         }
     }
 
+    /// How long to spin on the socket before sleeping, for replies awaited while the VM is stopped
+    /// (a sleeping thread wakes 100 µs or more late here; measured: −15 to −25 % pause).
+    static let pauseSpin: UInt64 = 2_000_000
+
     /// The largest read done in passing (interrupt, reads and `c` in one write): 16 chunks of 0x800.
     static let inPassingLimit = 16 * readChunk
 
@@ -538,6 +544,8 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
         }
         var contents = ranges.map { [UInt8](repeating: 0, count: $0.count) }
         var complete = true
+        c.spinNanoseconds = Self.pauseSpin
+        defer { c.spinNanoseconds = 0 }
         try guarded { () throws(TargetError) in
             try c.exchange(count: chunks.count, window: chunks.count, context: "interrupt, \(chunks.count) reads and continue",
                            prefix: [0x03], then: "c",
@@ -578,6 +586,8 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
             }
         }
         var replies = [[UInt8]](repeating: [], count: blocks.count * 2)
+        c.spinNanoseconds = Self.pauseSpin
+        defer { c.spinNanoseconds = 0 }
         // The acks of the last replies wait for the `c` that usually follows (withStoppedLocked or
         // resume() flushes them with it; any other request flushes them first).
         try c.exchange(count: blocks.count * 2, window: max(blocks.count * 2, pipelineWindow(c)),

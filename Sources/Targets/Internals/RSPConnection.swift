@@ -28,6 +28,9 @@ final class RSPConnection {
     private var postedResends = 0
     /// Packets received now are not acknowledged (see `exchange(… then:)`).
     private var quiet = false
+    /// Nanoseconds to spin on an empty socket before sleeping (see `Syscalls.receive`); set for
+    /// the exchanges inside a pause window.
+    var spinNanoseconds: UInt64 = 0
 
     private var inbox: [UInt8] = []
     private var inboxStart = 0
@@ -156,7 +159,7 @@ final class RSPConnection {
             }
             try flush(during: waitingFor)
             let got: Result<Int?, SystemCallError> = receiveBuffer.withUnsafeMutableBytes { raw in
-                do throws(SystemCallError) { return .success(try syscalls.receive(fd, into: raw, until: deadline)) }
+                do throws(SystemCallError) { return .success(try syscalls.receive(fd, into: raw, until: deadline, spinning: spinNanoseconds)) }
                 catch { return .failure(error) }
             }
             switch got {

@@ -1,3 +1,4 @@
+import Dispatch
 import CShim
 import Glibc
 
@@ -185,12 +186,19 @@ struct Syscalls: Sendable {
 
     /// Receives what is available on a non-blocking socket, waiting until the deadline for something.
     /// Returns the byte count, 0 at end of stream, nil on timeout.
-    func receive(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, until deadline: Deadline) throws(SystemCallError) -> Int? {
+    ///
+    /// With `spinning` > 0, an empty socket is read again in a loop for up to that many nanoseconds
+    /// before the thread sleeps in poll: waking a sleeping thread costs this host 100 µs and more,
+    /// and inside a pause window every wait is a few hundred µs at most.
+    func receive(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, until deadline: Deadline,
+                 spinning: UInt64 = 0) throws(SystemCallError) -> Int? {
+        let spinEnd = spinning > 0 ? DispatchTime.now().uptimeNanoseconds + spinning : 0
         while true {
             let n = table.read(fd, buffer.baseAddress!, buffer.count)
             if n >= 0 { return n }
             if n == -Int(EINTR) { continue }
             if n == -Int(EAGAIN) || n == -Int(EWOULDBLOCK) {
+                if spinning > 0 && DispatchTime.now().uptimeNanoseconds < spinEnd { continue }
                 guard try wait(fd, for: Int16(POLLIN), until: deadline) else { return nil }
                 continue
             }
