@@ -1,6 +1,7 @@
 import ArgumentParser
 import ELF
 import Foundation
+import Lab
 import Symbols
 import Targets
 
@@ -30,7 +31,7 @@ struct SymbolsCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("An ELF file (vmlinux, a .ko, a program): its symbol tables. With -t pid:N: symbols for a stripped mapped file of the same build-id.", valueName: "file"))
     var elf: String?
 
-    @Option(name: [.short, .long], help: ArgumentHelp("A running process, pid:N: the symbols of its mapped files at their live addresses.", valueName: "target"))
+    @Option(name: [.short, .long], help: ArgumentHelp("lab: the lab kernel's kallsyms; pid:N: a running process' mapped files at their live addresses.", valueName: "target"))
     var target: String?
 
     @Option(name: .customLong("string"), help: ArgumentHelp("With -t pid:N: where this text lies in the read-only data of the process' files (live addresses, e.g. to poke a string).", valueName: "text"))
@@ -46,6 +47,9 @@ struct SymbolsCommand: ParsableCommand {
         let sources = [kallsyms, systemMap, elf].compactMap { $0 }
         guard sources.count <= 1 else {
             throw ValidationError("give at most one of --kallsyms, --system-map, --elf")
+        }
+        if target == "lab", !sources.isEmpty {
+            throw ValidationError("-t lab reads the lab kernel's kallsyms: give no --kallsyms, --system-map or --elf")
         }
         if target != nil, kallsyms != nil || systemMap != nil {
             throw ValidationError("-t pid:N reads the process' own files: give --elf FILE (for a stripped one), not --kallsyms or --system-map")
@@ -103,8 +107,15 @@ struct SymbolsCommand: ParsableCommand {
 
     private func loadIndex() throws -> (SymbolIndex, ProcessSymbols.Snapshot?) {
         if let target {
-            guard case let .process(pid) = try TargetSpec.parse(target) else {
-                throw Failure("-t \(target): symbols reads live processes (pid:N); for a kernel give --kallsyms, --system-map or --elf")
+            let spec = try TargetSpec.parse(target)
+            if case .lab = spec {
+                // The lab kernel's own kallsyms (KASLR slide and modules included), as -t lab uses it.
+                let lab = LabVM()
+                guard case .up = try lab.status() else { throw LabError.notUp(runFolder: LabPaths().runFolder) }
+                return (try lab.kallsyms().index(), nil)
+            }
+            guard case let .process(pid) = spec else {
+                throw Failure("-t \(target): symbols reads the lab's kallsyms (-t lab) or a live process' files (pid:N); for another kernel give --kallsyms, --system-map or --elf")
             }
             let snapshot = try ProcessSymbols.snapshot(pid: pid, options: .init(symbolFiles: elf.map { [$0] } ?? []))
             for note in snapshot.notes where !queries.isEmpty { printError("note: " + note) }

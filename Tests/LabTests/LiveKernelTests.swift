@@ -33,6 +33,9 @@ extension LiveKernelTests {
             let address = String(function + 0x2f, radix: 16)
 
             #expect(try CLI.guest("flocktest /mnt/nfs/a", env).stdout == "flock: OK\n")
+            // The lab's symbols as -t lab sees them (KASLR slide, module).
+            let symbols = try CLI.run(["symbols", "-t", "lab", "nfs_flock [nfs]+0x2f"], env)
+            #expect(symbols.status == 0 && symbols.stdout.hasPrefix(address) && symbols.stdout.contains("nfs_flock+0x2f"), "\(CLI.describe(symbols))")
 
             let flip = try CLI.run(["flip", "-t", "lab", "nfs_flock [nfs]+0x2f"], env)
             #expect(flip.status == 0, "\(CLI.describe(flip))")
