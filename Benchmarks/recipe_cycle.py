@@ -54,18 +54,18 @@ def main():
     qmp.sendall(b'{"execute": "qmp_capabilities"}\n')
     lines.readline()
     gdb.sendall(frame('c'))
-    time.sleep(0.2)
 
     def stamp(event):
         return event['timestamp']['seconds'] + event['timestamp']['microseconds'] / 1e6
 
-    def run_state_events(count):
-        found = []
-        while len(found) < count:
+    def next_event(name):
+        while True:
             event = json.loads(lines.readline())
-            if event.get('event') in ('STOP', 'RESUME'):
-                found.append(event)
-        return found
+            if event.get('event') == name:
+                return event
+
+    next_event('RESUME')                       # the continue after connecting
+    time.sleep(0.2)
 
     client, vm = [], []
     for _ in range(args.cycles):
@@ -78,7 +78,7 @@ def main():
             raise SystemExit('read back differs')
         gdb.sendall(frame('c'))
         client.append((time.perf_counter() - started) * 1e6)
-        stop, resume = run_state_events(2)
+        stop, resume = next_event('STOP'), next_event('RESUME')
         vm.append((stamp(resume) - stamp(stop)) * 1e6)
         time.sleep(0.02)
     for label, values in (("client's window", client), ("QEMU's STOP -> RESUME", vm)):
