@@ -318,33 +318,27 @@ struct AtomicStoreCheck {
         }
         let range = h.changedRange
         let start = h.address + UInt64(range.lowerBound), length = UInt64(range.count)
-        if compareAndSwapLimit > 0 {
-            // The module swaps the bytes with every CPU held and checks no task is inside them;
-            // it does not know the function, so a change must stay inside one instruction.
-            guard length <= UInt64(compareAndSwapLimit) else {
-                return PreflightFinding(check: .atomicity, passed: false,
-                                        detail: "this target swaps at most \(compareAndSwapLimit) bytes at once: the change at \(Hex.address(start)) is \(length) bytes")
-            }
-            if index < isData.count, isData[index] {
-                return PreflightFinding(check: .atomicity, passed: true,
-                                        detail: "one \(length)-byte compare-and-swap of data at \(Hex.address(start)), every CPU held")
-            }
-            let inOne = instructions[index].contains { $0.address <= start && start + length <= $0.address + UInt64($0.size) }
-            return PreflightFinding(check: .atomicity, passed: inOne,
-                                    detail: inOne ? "one \(length)-byte compare-and-swap at \(Hex.address(start)) inside one instruction, every CPU held"
-                                                  : "the change at \(Hex.address(start)) (\(length) bytes) spans several instructions: this target checks only the written bytes for tasks inside them, not the function")
+        // A compare-and-swap target (the helper module) swaps the bytes with every CPU held and checks
+        // no task is inside them, at any alignment; it does not know the function, so the change must
+        // still stay inside one instruction, as a plain store must.
+        let swaps = compareAndSwapLimit > 0
+        let store = swaps ? "\(length)-byte compare-and-swap" : "\(length)-byte aligned store"
+        if swaps, length > UInt64(compareAndSwapLimit) {
+            return PreflightFinding(check: .atomicity, passed: false,
+                                    detail: "this target swaps at most \(compareAndSwapLimit) bytes at once: the change at \(Hex.address(start)) is \(length) bytes")
         }
-        guard [1, 2, 4, 8].contains(length), start % length == 0 else {
+        if !swaps, ![1, 2, 4, 8].contains(length) || start % length != 0 {
             return PreflightFinding(check: .atomicity, passed: false,
                                     detail: "this target cannot be stopped: the change at \(Hex.address(start)) is \(length) bytes, not one naturally aligned 1, 2, 4 or 8-byte store")
         }
+        let held = swaps ? ", every CPU held" : ""
         if index < isData.count, isData[index] {
-            return PreflightFinding(check: .atomicity, passed: true,
-                                    detail: "one \(length)-byte aligned store of data at \(Hex.address(start))")
+            return PreflightFinding(check: .atomicity, passed: true, detail: "one \(store) of data at \(Hex.address(start))\(held)")
         }
         let inOne = instructions[index].contains { $0.address <= start && start + length <= $0.address + UInt64($0.size) }
         return PreflightFinding(check: .atomicity, passed: inOne,
-                                detail: inOne ? "one \(length)-byte aligned store at \(Hex.address(start)) inside one instruction"
-                                              : "the store at \(Hex.address(start)) (\(length) bytes) crosses an instruction boundary")
+                                detail: inOne ? "one \(store) at \(Hex.address(start)) inside one instruction\(held)"
+                                              : "the change at \(Hex.address(start)) (\(length) bytes) spans several instructions"
+                                                + (swaps ? ": this target checks only the written bytes for tasks inside them, not the function" : ""))
     }
 }

@@ -287,21 +287,13 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
                 // Pipelined (this is inside the pause window): `Hg t` and `g` for every thread in
                 // one burst, answered in order, instead of 2 round trips per vCPU.
                 let list = threads
-                var replies = [[UInt8]](repeating: [], count: list.count * 2)
-                try c.exchange(count: list.count * 2, window: window, context: "Hg/g for \(list.count) threads",
-                               request: { i, out in out.append(contentsOf: Array((i % 2 == 0 ? "Hg" + list[i / 2] : "g").utf8)) },
+                let requests = Self.registerRequests(list)
+                var replies = [[UInt8]](repeating: [], count: requests.count)
+                try c.exchange(count: requests.count, window: window, context: "Hg/g for \(list.count) threads",
+                               request: { i, out in out.append(contentsOf: requests[i]) },
                                reply: { i in replies[i] = c.packet; return true })
                 selectedThread = list.last
-                var contexts: [ExecutionContext] = []
-                for (n, thread) in list.enumerated() {
-                    guard replies[2 * n] == Array("OK".utf8) else {
-                        selectedThread = nil
-                        threads = []
-                        throw .remoteError(target: name, request: "Hg" + thread, reply: c.preview(replies[2 * n]))
-                    }
-                    contexts.append(ExecutionContext(id: thread, programCounter: try programCounter(in: replies[2 * n + 1], thread: thread)))
-                }
-                return contexts
+                return try contextsLocked(list, replies: replies[...], c)
             }
         }
     }
@@ -314,15 +306,7 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
         if let snapshot = try lock.withLock({ () throws(TargetError) -> StopSnapshot? in try stopPipelinedLocked(ranges) }) {
             return snapshot
         }
-        try stop()
-        do {
-            let contexts = try programCounters()
-            let contents = try ranges.map { try read(at: $0.lowerBound, count: $0.count) }
-            return StopSnapshot(contexts: contexts, contents: contents)
-        } catch {
-            try? resume()
-            throw error
-        }
+        return try stopThenRead(ranges)
     }
 
     /// Writes every block and reads each back in one pipelined exchange where the stub allows it
@@ -460,8 +444,7 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
         guard isQEMU, running, !threads.isEmpty, pipelineWindow(c) > 1,
               ranges.allSatisfy({ !$0.isEmpty && $0.count <= Self.readChunk }) else { return nil }
         let list = threads
-        var requests: [[UInt8]] = []
-        for thread in list { requests.append(Array(("Hg" + thread).utf8)); requests.append(Array("g".utf8)) }
+        var requests = Self.registerRequests(list)
         for range in ranges {
             var m: [UInt8] = [UInt8(ascii: "m")]
             HexCodec.appendNumber(range.lowerBound, to: &m)
@@ -490,15 +473,7 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
         pageTables = nil
         selectedThread = list.last
         do throws(TargetError) {
-            var contexts: [ExecutionContext] = []
-            for (n, thread) in list.enumerated() {
-                guard replies[2 * n] == Array("OK".utf8) else {
-                    selectedThread = nil
-                    threads = []
-                    throw .remoteError(target: name, request: "Hg" + thread, reply: c.preview(replies[2 * n]))
-                }
-                contexts.append(ExecutionContext(id: thread, programCounter: try programCounter(in: replies[2 * n + 1], thread: thread)))
-            }
+            let contexts = try contextsLocked(list, replies: replies[..<(2 * list.count)], c)
             var contents: [[UInt8]] = []
             for (k, range) in ranges.enumerated() {
                 let reply = replies[2 * list.count + k]
@@ -613,6 +588,27 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
         }
         if let thread = selectedThread, blocks.contains(where: { Self.isKernelAddress($0.address) }) { kernelRoute = .thread(thread) }
         return back
+    }
+
+    /// `Hg` and `g` for each thread, in order: one burst asks where every vCPU is.
+    static func registerRequests(_ threads: [String]) -> [[UInt8]] {
+        threads.flatMap { [Array(("Hg" + $0).utf8), Array("g".utf8)] }
+    }
+
+    /// The contexts in the replies to `registerRequests(threads)`. An `Hg` refused means the list of
+    /// threads is stale: it is forgotten, to be asked again.
+    private func contextsLocked(_ threads: [String], replies: ArraySlice<[UInt8]>, _ c: RSPConnection) throws(TargetError) -> [ExecutionContext] {
+        var contexts: [ExecutionContext] = []
+        for (n, thread) in threads.enumerated() {
+            let select = replies[replies.startIndex + 2 * n], registers = replies[replies.startIndex + 2 * n + 1]
+            guard select == Array("OK".utf8) else {
+                selectedThread = nil
+                self.threads = []
+                throw .remoteError(target: name, request: "Hg" + thread, reply: c.preview(select))
+            }
+            contexts.append(ExecutionContext(id: thread, programCounter: try programCounter(in: registers, thread: thread)))
+        }
+        return contexts
     }
 
     /// The bytes of an `m` reply when it holds exactly `count` of them (not an error, not short).

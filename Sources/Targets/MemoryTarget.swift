@@ -60,6 +60,12 @@ extension MemoryTarget {
     }
 
     public func stop(reading ranges: [Range<UInt64>]) throws -> StopSnapshot {
+        try stopThenRead(ranges)
+    }
+
+    /// The general route of `stop(reading:)`: `stop()`, `programCounters()`, then one `read` per
+    /// range, resuming if any of them fails.
+    public func stopThenRead(_ ranges: [Range<UInt64>]) throws -> StopSnapshot {
         try stop()
         do {
             let contexts = try programCounters()
