@@ -49,6 +49,16 @@ import TestSupport
             throw Fixtures.Failure("no '\(text)' on the serial console after \(seconds) s: \(serial.suffix(500))")
         }
 
+        /// Waits for init to keep both vCPUs in user mode; then its kallsyms and linux_banner's address.
+        func spinning() throws -> (symbols: SymbolIndex, banner: UInt64) {
+            try waitFor("SPINNING", seconds: 120)
+            let symbols = try self.symbols()
+            guard let banner = symbols.symbols(named: "linux_banner").first?.address else {
+                throw Fixtures.Failure("no linux_banner in the kallsyms init printed")
+            }
+            return (symbols, banner)
+        }
+
         /// The kallsyms lines init printed, parsed by the Symbols module.
         func symbols() throws -> SymbolIndex {
             let lines = serial.split(whereSeparator: \.isNewline).filter { $0.hasPrefix("SYM ") }.map { $0.dropFirst(4) + "\n" }.joined()
@@ -68,9 +78,7 @@ import TestSupport
     @Test func pipelinedStopsAndReadsInPassingUnderPTI() throws {
         let guest = try Guest()
         defer { guest.stop() }
-        try guest.waitFor("SPINNING", seconds: 120)
-        let symbols = try guest.symbols()
-        let banner = try #require(symbols.symbols(named: "linux_banner").first).address
+        let (symbols, banner) = try guest.spinning()
         let target = try GDBRemoteTarget(host: "127.0.0.1", port: guest.port, symbols: symbols)
         defer { target.close() }
         let qmp = try QMPMonitor(socket: guest.qmpSocket)
@@ -116,9 +124,7 @@ import TestSupport
     @Test func kernelIdentityReadsWritesAndPauseWindowUnderPTI() throws {
         let guest = try Guest()
         defer { guest.stop() }
-        try guest.waitFor("SPINNING", seconds: 120)
-        let symbols = try guest.symbols()
-        let banner = try #require(symbols.symbols(named: "linux_banner").first).address
+        let (symbols, banner) = try guest.spinning()
 
         let target = try GDBRemoteTarget(host: "127.0.0.1", port: guest.port, symbols: symbols)
         defer { target.close() }
