@@ -10,7 +10,10 @@ import Symbols
 /// process); after the handshake the target is resumed at once, so nothing stays frozen while a
 /// caller thinks. `stop()`/`resume()` hold it stopped across several operations; a read or write
 /// while running stops it just for that operation ("any byte while running stops the VM", so there
-/// is no reading without stopping). Every exit path resumes it: errors inside an operation,
+/// is no reading without stopping). On QEMU, which handles the bytes of one write in order, such a
+/// read is the interrupt, the requests and `c` in one write, and the engine's stop carries the
+/// program counters and re-reads behind the interrupt: the pause window is round trips, so each is
+/// made to count. Every exit path resumes it: errors inside an operation,
 /// `close()`, deinit, a `SignalGuard`, and a watchdog that resumes a stop held longer than
 /// `Options.watchdogSeconds`.
 ///
