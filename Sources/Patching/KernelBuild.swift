@@ -305,8 +305,10 @@ extension KernelBuildResult {
         let images = diffs.flatMap(\.images)
         let bundle = PatchBundle(description: description, target: identity, architecture: diffs.first?.architecture?.rawValue,
                                  hunks: hunks, functions: images.isEmpty ? nil : images)
+        // A string hunk has no symbol of its own: it is named by the reference that finds it.
+        let places = Set(hunks.map { hunk in hunk.symbol ?? hunk.reference.map { "the string at " + $0.location } ?? hunk.location })
         progress(.finished(.diff, seconds: KernelBuildClock.seconds(since: started),
-                           detail: "\(hunks.count) hunk\(hunks.count == 1 ? "" : "s") in \(Set(hunks.compactMap(\.symbol)).sorted().joined(separator: ", "))"))
+                           detail: "\(hunks.count) hunk\(hunks.count == 1 ? "" : "s") in \(places.sorted().joined(separator: ", "))"))
         return KernelBuildBundle(diffs: diffs, bundle: bundle)
     }
 }
