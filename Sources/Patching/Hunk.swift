@@ -43,7 +43,10 @@ public struct Hunk: Sendable, Hashable, Codable {
         self.reference = reference
     }
 
-    /// `nfs_flock [nfs]+0x2f`, `name/2+0x10`, or `0xffffffff81000000+0x0`: the form AddressExpression parses.
+    /// `nfs_flock [nfs]+0x2f`, `name/2+0x10`, or `0xffffffff81000000+0x0`: the form AddressExpression
+    /// parses. A hunk reached through a reference reads `*(modalias_show [virtio]+0xe)`: where the
+    /// field at that place points, which only the live field's bytes (and the reference's encoding)
+    /// tell, so it is for reading, not for AddressExpression; apply and status print the address.
     public var location: String {
         if symbol == nil, let reference { return reference.location + (offset == 0 ? "" : "+" + Hex.address(offset)) }
         guard let symbol else { return Hex.address(address ?? 0) + (offset == 0 ? "" : "+" + Hex.address(offset)) }
