@@ -97,6 +97,9 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
         self.options = options
         self.physBaseValue = options.physBase
         let c = try RSPConnection(host: host, port: port, name: name, syscalls: syscalls, timeout: options.timeout)
+        // The stub stops the target on connect: every round trip of the handshake is pause.
+        c.spinNanoseconds = Self.pauseSpin
+        defer { c.spinNanoseconds = 0 }
         let handshake = try Self.handshake(c)
         features = handshake.features
         isQEMU = handshake.isQEMU
