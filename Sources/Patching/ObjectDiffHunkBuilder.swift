@@ -177,8 +177,8 @@ struct ObjectDiffHunkBuilder {
                 }
             } else if !isModule {
                 edit.notApplicable = "in a relocatable object the string may still be merged with equal strings of other objects "
-                    + "when linked, and no linked module (.ko) was given to tell: diff the linked module, or build for a kernel "
-                    + "whose shipped modules Suture has (--debian-kernel)"
+                    + "when linked, and no linked module (.ko) was given to tell: give it (suture diff --linked-module KO), "
+                    + "or build for a kernel whose shipped modules Suture has (suture build --debian-kernel)"
             } else if let others = sharers(of: place.section, range: place.offset..<place.offset + UInt64(group.original.count) + 1,
                                            uses: group.uses), !others.isEmpty {
                 edit.notApplicable = "other code or data refers to these bytes too (\(others.prefix(4).joined(separator: ", "))"

@@ -118,4 +118,24 @@ import TestSupport
         #expect(reason.contains("has no function greet") && reason.contains("not built from this source"), "\(reason)")
         #expect(reason.contains("expected 68 65 6c 6c 6f"), "\(reason)")
     }
+
+    @Test("suture diff --linked-module: the merged module refuses naming the other referrer (exit 1, no bundle); the separate one makes the bundle")
+    func diffCommand() throws {
+        let folder = try Fixtures.temporaryFolder("linked-cli")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let merged = try Self.link(["ld.lld", "-O2"])
+        let refusedBundle = folder.appendingPathComponent("refused.json").path
+        let refused = try Fixtures.suture(["diff", merged.original.path, merged.patched.path, "--module", "demo",
+                                           "--linked-module", merged.module.path, "-o", refusedBundle])
+        #expect(refused.status == 1, "\(refused.stdout)\n\(refused.stderr)")
+        #expect((refused.stdout + refused.stderr).contains("(share_b+0x"), "\(refused.stdout)\n\(refused.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: refusedBundle))
+
+        let separate = try Self.link(["ld"])
+        let madeBundle = folder.appendingPathComponent("made.json").path
+        let made = try Fixtures.suture(["diff", separate.original.path, separate.patched.path, "--module", "demo",
+                                        "--linked-module", separate.module.path, "-o", madeBundle])
+        #expect(made.status == 0, "\(made.stdout)\n\(made.stderr)")
+        #expect(try PatchBundle.load(path: madeBundle).hunks == separate.diff.hunks)
+    }
 }
