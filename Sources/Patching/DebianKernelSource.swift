@@ -41,6 +41,8 @@ public struct DebianKernelSource: Sendable {
     public var imageRoot: String { cache + "/kernel/" + pin.release }
     public var config: String { imageRoot + "/boot/config-" + pin.release }
     public var vmlinuz: String { imageRoot + "/boot/vmlinuz-" + pin.release }
+    /// The image package's modules: the linked modules that run, for judging string edits.
+    public var shippedModules: ShippedModules { ShippedModules(modulesRoot: imageRoot + "/lib/modules/" + pin.release) }
     public var sourceRoot: String { cache + "/kernel-source/" + pin.version }
     /// Where the image's build-id is cached.
     public var identityCache: String { cache + "/kernel/" + pin.release + ".build-id" }

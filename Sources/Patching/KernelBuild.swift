@@ -275,7 +275,10 @@ extension KernelBuildResult {
     /// bundle of all their hunks, bound to `identity`. Objects the patch left equal contribute
     /// nothing; every reason a change cannot be made in place is reported together. Reported as
     /// the `diff` phase.
-    public func bundle(identity: TargetIdentity?, description: String,
+    ///
+    /// With `modules` (the kernel package's shipped `.ko` files), a module's object is diffed with
+    /// its linked module at hand, which decides whether its changed string literals are shared.
+    public func bundle(identity: TargetIdentity?, description: String, modules: ShippedModules? = nil,
                        progress: KernelBuildProgress) throws(KernelBuildError) -> KernelBuildBundle {
         let started = KernelBuildClock.now
         progress(.started(.diff, detail: objects.map(\.object.object).joined(separator: " ")))
@@ -283,7 +286,12 @@ extension KernelBuildResult {
         for built in objects {
             do {
                 let before = try ELFFile(path: built.before), after = try ELFFile(path: built.after)
-                diffs.append(try ObjectDiff(original: before, patched: after, options: .init(module: built.object.module)))
+                let linked = try built.object.module.flatMap { modules?.path(ofModule: $0) }.map { try ELFFile(path: $0) }
+                if let module = built.object.module, let modules, linked == nil {
+                    progress(.note("no \(module).ko in \(modules.modulesRoot): string literals of \(built.object.object) cannot be judged"))
+                }
+                diffs.append(try ObjectDiff(original: before, patched: after,
+                                            options: .init(module: built.object.module, linkedModule: linked)))
             } catch let error as ObjectDiffError {
                 throw .diff(error)
             } catch let error as ELFError {

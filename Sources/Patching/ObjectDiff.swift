@@ -19,7 +19,15 @@ public struct ObjectDiff: Sendable {
     public struct Options: Sendable {
         /// The module the code runs in, for a `.o` that is part of a module (a `.ko` names itself).
         public var module: String?
-        public init(module: String? = nil) { self.module = module }
+        /// For an object file: the linked module (`.ko`) it is part of, as shipped. Its string
+        /// literals are then patched only when the linked module shows nothing else refers to
+        /// them (`LinkedModuleStrings`); without it they are refused, since the linker may have
+        /// merged them with other objects' strings.
+        public var linkedModule: ELFFile?
+        public init(module: String? = nil, linkedModule: ELFFile? = nil) {
+            self.module = module
+            self.linkedModule = linkedModule
+        }
     }
 
     /// A function or data object of one file.
@@ -180,7 +188,9 @@ public struct ObjectDiff: Sendable {
         if needSites {
             do { sites = try RuntimeSites(object: original) } catch { throw .runtimeSites(error) }
         }
-        var builder = ObjectDiffHunkBuilder(a: a, b: b, sites: sites, module: module, disassembler: disassembler)
+        var linked: LinkedModuleStrings?
+        if a.isRelocatable, let file = options.linkedModule { linked = try LinkedModuleStrings(file: file) }
+        var builder = ObjectDiffHunkBuilder(a: a, b: b, sites: sites, module: module, disassembler: disassembler, linked: linked)
         for (k, (i, j)) in pairing.pairs.enumerated() {
             let result = results[k]
             let differences = result.differences

@@ -9,9 +9,13 @@ struct ObjectDiffHunkBuilder {
     let sites: RuntimeSites
     let module: String?
     let disassembler: Disassembler?
+    /// The shipped module an object file is linked into, which judges its string edits.
+    let linked: LinkedModuleStrings?
     private(set) var images: [FunctionImage] = []
 
-    init(a: ObjectDiffSide, b: ObjectDiffSide, sites: RuntimeSites, module: String?, disassembler: Disassembler?) {
+    init(a: ObjectDiffSide, b: ObjectDiffSide, sites: RuntimeSites, module: String?, disassembler: Disassembler?,
+         linked: LinkedModuleStrings? = nil) {
+        self.linked = linked
         self.a = a
         self.b = b
         self.sites = sites
@@ -161,9 +165,20 @@ struct ObjectDiffHunkBuilder {
                     + "in place only at the same length"
             } else if !a.isRelocatable {
                 edit.notApplicable = "strings of linked programs are not patched in place yet"
+            } else if let linked {
+                // An object of a module: the shipped .ko decides, since the linker may have merged
+                // this string with other objects' equal (or longer) strings.
+                switch judge(group.uses, original: group.original, in: linked) {
+                case let .refused(reason): edit.notApplicable = reason
+                case let .unique(use, unit, encoding):
+                    edit.hunk = Hunk(symbol: nil, offset: 0, expected: group.original + [0], replacement: group.patched + [0],
+                                     reference: HunkReference(symbol: unit.name, module: module, ordinal: unit.ordinal,
+                                                              field: UInt64(use.field), encoding: encoding, bias: use.bias))
+                }
             } else if !isModule {
                 edit.notApplicable = "in a relocatable object the string may still be merged with equal strings of other objects "
-                    + "when linked: diff the linked module (.ko) instead"
+                    + "when linked, and no linked module (.ko) was given to tell: give it (suture diff --linked-module KO), "
+                    + "or build for a kernel whose shipped modules Suture has (suture build --debian-kernel)"
             } else if let others = sharers(of: place.section, range: place.offset..<place.offset + UInt64(group.original.count) + 1,
                                            uses: group.uses), !others.isEmpty {
                 edit.notApplicable = "other code or data refers to these bytes too (\(others.prefix(4).joined(separator: ", "))"
@@ -179,6 +194,36 @@ struct ObjectDiffHunkBuilder {
             edits.append(edit)
         }
         return edits
+    }
+
+    private enum LinkedJudgement {
+        case unique(Use, ObjectDiff.Unit, HunkReference.Encoding)
+        case refused(String)
+    }
+
+    /// The linked module's verdict on a string, and the reference the hunk follows: the anchor's
+    /// field, named by the `.ko`'s unit (its ordinal is the live one, not the object's).
+    private func judge(_ uses: [Use], original: [UInt8], in linked: LinkedModuleStrings) -> LinkedJudgement {
+        var fields: [LinkedModuleStrings.Use] = []
+        for use in uses {
+            guard let relocation = use.relocation else {
+                return .refused("\(use.unit.displayName)+\(Hex.address(UInt64(use.field))) refers to it without a relocation, "
+                                + "which the linked module cannot match")
+            }
+            fields.append(.init(unit: use.unit, field: use.field, relocation: relocation, bias: use.bias))
+        }
+        guard let (anchor, encoding) = anchor(uses) else {
+            return .refused("referenced only through relocation types Suture cannot follow live ("
+                            + Set(uses.compactMap { $0.relocation?.typeName }).sorted().joined(separator: ", ") + ")")
+        }
+        switch linked.judge(uses: fields, original: original) {
+        case let .refused(reason): return .refused(reason)
+        case let .unique(units):
+            guard let k = uses.firstIndex(where: { $0.unit == anchor.unit && $0.field == anchor.field }) else {
+                return .refused("internal: the anchor is not among the uses")
+            }
+            return .unique(anchor, units[k], encoding)
+        }
     }
 
     /// A reference the engine can follow live: a function's first, else any.

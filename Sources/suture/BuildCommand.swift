@@ -80,6 +80,7 @@ struct BuildCommand: ParsableCommand {
             let cache = LabPaths.defaultCache()
             let build: KernelBuild
             let identity: TargetIdentity?
+            var modules: ShippedModules?
             if let debianKernel {
                 let debian = try DebianKernelSource(release: debianKernel, cache: cache)
                 try KernelBuildPrerequisites.check(KernelBuildPrerequisites.debian)
@@ -87,6 +88,7 @@ struct BuildCommand: ParsableCommand {
                 let tree = try debian.ensure(progress: printer.report, interruption: interruption)
                 identity = try KernelImageIdentity.read(image: debian.vmlinuz, release: debian.pin.release,
                                                         cacheFile: debian.identityCache, progress: printer.report)
+                modules = debian.shippedModules
                 build = KernelBuild(tree: tree, configFile: config ?? debian.config, compiler: cc, cache: cache,
                                     sourceLabel: "\(debian.pin.sourcePackage) \(debian.pin.version)", jobs: jobs,
                                     interruption: interruption)
@@ -109,7 +111,7 @@ struct BuildCommand: ParsableCommand {
             let made = try result.bundle(identity: identity,
                                          description: "suture build \((patch as NSString).lastPathComponent) on \(build.sourceLabel) "
                                             + "(\(result.compiler.versionText))",
-                                         progress: printer.report)
+                                         modules: modules, progress: printer.report)
             let destination = output ?? Self.defaultOutput(for: patch)
             try made.bundle.save(path: destination)
 

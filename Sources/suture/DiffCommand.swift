@@ -31,6 +31,11 @@ struct DiffCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("The module a .o belongs to (a .ko names itself).", valueName: "name"))
     var module: String?
 
+    @Option(name: .customLong("linked-module"), help: ArgumentHelp(
+        "For a .o of a module: the module's linked .ko as it runs, which decides whether a changed string literal "
+        + "is shared with other code (the linker may merge equal strings of several objects).", valueName: "ko"))
+    var linkedModule: String?
+
     @Flag(name: .long, help: "Show changed instructions as -/+ lines (the default).")
     var unified = false
 
@@ -52,7 +57,7 @@ struct DiffCommand: ParsableCommand {
         let diff: ObjectDiff
         do {
             diff = try ObjectDiff(original: try ELFFile(path: original), patched: try ELFFile(path: patched),
-                                  options: .init(module: module))
+                                  options: .init(module: module, linkedModule: try linkedModule.map { try ELFFile(path: $0) }))
         } catch {
             FileHandle.standardError.write(Data("suture diff: \(error)\n".utf8))
             throw ExitCode(2)

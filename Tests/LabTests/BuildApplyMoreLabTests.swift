@@ -148,4 +148,51 @@ struct BuildApplyMoreLabTests {
         #expect(try Self.liveBytes("__ia32_sys_sethostname+0x5d", 6, env) == "0f 84 9f 01 00 00")
         #expect(try Self.statusLine(id, env)?.contains("  reverted") == true)
     }
+
+    @Test("nfs_flock_text.patch: nfs_flock's dprintk format, a string of fs/nfs/file.o judged with the shipped nfs.ko, prints \"NFS: FLOCK(\" in the kernel log; revert restores \"NFS: flock(\"")
+    func stringOfAMultiObjectModule() throws {
+        let lab = try SharedLab.require()
+        let folder = try Fixtures.temporaryFolder("suture-build-nfs-text")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let env = lab.environment(stateDirectory: folder.appendingPathComponent("state"))
+
+        let (bundlePath, json, output) = try Self.build("nfs_flock_text.patch", into: folder)
+        let id = try #require(json["id"] as? String)
+        let hunks = try #require(json["hunks"] as? [[String: Any]])
+        try #require(hunks.count == 1, "expected one string hunk, got \(hunks)")
+        let reference = try #require(hunks[0]["reference"] as? [String: Any], "no reference in \(hunks[0])")
+        #expect(reference["module"] as? String == "nfs")
+        let location = "*(\(reference["symbol"] as? String ?? "?") [nfs]+\(reference["field"] as? String ?? "?"))"
+        #expect(output.contains("1 hunk in the string at \(location)"), "\(output)")
+        let hex = { (text: String) in (Array(text.utf8) + [0]).map { String(format: "%02x", $0) }.joined(separator: " ") }
+        let original = "NFS: flock(%pD2, t=%x, fl=%x)\n", patched = "NFS: FLOCK(%pD2, t=%x, fl=%x)\n"
+        #expect(hunks[0]["expected"] as? String == hex(original) && hunks[0]["replacement"] as? String == hex(patched))
+
+        // file.c's dprintk facility is NFSDBG_FILE (0x40): nfs_flock then logs its format, with the
+        // file's last two path components (%pD2), which tell each call's line apart.
+        defer { _ = try? lab.vm.exec("echo 0 > /proc/sys/sunrpc/nfs_debug") }
+        try #require(try lab.vm.exec("echo 64 > /proc/sys/sunrpc/nfs_debug").status == 0)
+        func logged(_ name: String) throws -> String {
+            #expect(try lab.vm.exec("/sbin/flocktest /mnt/nfs/\(name)").status == 0)
+            return try lab.vm.exec("dmesg | grep '/\(name),'").output
+        }
+        let before = try logged("text-before")
+        #expect(before.contains("NFS: flock(") && !before.contains("NFS: FLOCK("), "\(before)")
+
+        let apply = try CLI.run(["apply", "-t", "lab", bundlePath], env)
+        try #require(apply.status == 0, "suture apply failed:\n\(CLI.describe(apply))")
+        let applied = try #require(apply.stdout.split(separator: "\n").first { $0.hasPrefix("  \(location)  0x") },
+                                   "no applied line in:\n\(apply.stdout)")
+        let address = try #require(applied.split(separator: " ").first { $0.hasPrefix("0x") }.map(String.init))
+        #expect(try Self.liveBytes(address, original.utf8.count + 1, env) == hex(patched))
+        let after = try logged("text-patched")
+        #expect(after.contains("NFS: FLOCK(") && !after.contains("NFS: flock("), "\(after)")
+
+        let revert = try CLI.run(["revert", "-t", "lab", id], env)
+        #expect(revert.status == 0, "suture revert failed:\n\(CLI.describe(revert))")
+        #expect(try Self.liveBytes(address, original.utf8.count + 1, env) == hex(original))
+        let reverted = try logged("text-reverted")
+        #expect(reverted.contains("NFS: flock(") && !reverted.contains("NFS: FLOCK("), "\(reverted)")
+        #expect(try Self.statusLine(id, env)?.contains("  reverted") == true)
+    }
 }

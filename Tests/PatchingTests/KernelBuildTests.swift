@@ -502,4 +502,52 @@ struct KernelBuildTests {
         #expect(otherBundle.functions == bundle.functions)
         #expect(otherBundle.id == bundle.id)
     }
+
+    @Test("a string literal of nfs.ko's file.o (\"NFS: flock(\" → \"NFS: FLOCK(\"): judged with Debian's nfs.ko, a hunk whose bytes are the shipped module's")
+    func nfsStringEndToEnd() throws {
+        let kernel = try Fixtures.debianKernel()
+        let folder = try Fixtures.temporaryFolder("suture-build-string")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let bundlePath = folder.appendingPathComponent("text.bundle.json").path
+        let patch = Fixtures.sourcesFolder.appendingPathComponent("nfs_flock_text.patch").path
+        let result = try Fixtures.suture(["build", "--debian-kernel", Self.release, patch, "-o", bundlePath])
+        #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+
+        let bundle = try PatchBundle.load(path: bundlePath)
+        let hunk = try #require(bundle.hunks.count == 1 ? bundle.hunks.first : nil, "\(bundle.hunks)")
+        let original = Array("NFS: flock(%pD2, t=%x, fl=%x)\n\0".utf8), patched = Array("NFS: FLOCK(%pD2, t=%x, fl=%x)\n\0".utf8)
+        #expect(hunk.symbol == nil && hunk.expected == original && hunk.replacement == patched)
+        let reference = try #require(hunk.reference)
+        #expect(reference.module == "nfs" && reference.encoding == .abs32s)
+        #expect(result.stdout.contains("1 hunk in the string at \(hunk.location)"), "\(result.stdout)")
+
+        // readelf and nm on Debian's nfs.ko: the reference's field is a relocation into a string
+        // section, and the bytes there are the hunk's expected bytes (the string and its NUL).
+        let ko = kernel.nfsKo.path
+        let symbols = try Fixtures.check("readelf", ["-sW", ko])
+        var matching: [[Substring]] = []
+        for line in symbols.split(separator: "\n") {
+            // "   123: 0000000000000080    27 FUNC    LOCAL  DEFAULT    5 nfs_flock.cold"
+            let fields: [Substring] = line.split(separator: " ")
+            if fields.count >= 8, String(fields[7]) == reference.symbol, fields[3] == "FUNC" { matching.append(fields) }
+        }
+        let symbol = try #require(matching.count == 1 ? matching.first : nil, "\(reference.symbol) in \(ko): \(matching)")
+        let value = try #require(UInt64(symbol[1], radix: 16))
+        let sectionIndex = try #require(Int(symbol[6]))
+        let headers = try Fixtures.check("readelf", ["-SW", ko])
+        var sectionName: String?
+        for line in headers.split(separator: "\n") {
+            // "  [ 2] .text             PROGBITS ..."
+            guard let open = line.firstIndex(of: "["), let close = line.firstIndex(of: "]") else { continue }
+            let number = line[line.index(after: open)..<close].trimmingCharacters(in: .whitespaces)
+            guard Int(number) == sectionIndex else { continue }
+            sectionName = line[line.index(after: close)...].split(separator: " ").first.map(String.init)
+        }
+        let section = try #require(sectionName)
+        let entry = try #require(try ReadelfOracle(ko).relocations[".rela" + section]?.first { $0.offset == value + reference.field })
+        #expect(entry.type == "R_X86_64_32S" && entry.symbol.hasPrefix(".rodata.str"))
+        let strings = try ReadelfOracle.hexDump(ko, section: entry.symbol)
+        let at = Int(entry.target + reference.bias)
+        #expect(Array(strings[at..<at + original.count]) == original)
+    }
 }
