@@ -182,7 +182,7 @@ private struct DemoRun {
 
         // 4. The object file: where the je is, relative to the function's start.
         try begin("Disassemble nfs_flock from nfs.ko (the article's objdump -d of file.o)")
-        guard let koPath = ModuleObjects(paths: options.paths).path(ofModule: Demo.module) else {
+        guard let koPath = ShippedModules(paths: options.paths).path(ofModule: Demo.module) else {
             throw fail(expected: "\(Demo.module).ko in the cached kernel package under \(options.paths.kernelRoot)",
                        found: "no such module in modules.order (run `suture lab fetch`)")
         }

@@ -19,7 +19,7 @@ struct ReferenceOptions: ParsableArguments {
     func reference(for place: ResolvedAddress, session: TargetSession) throws -> ReferenceObject? {
         if let object { return try ReferenceObject.open(path: object, liveSymbols: place.symbol?.module == nil ? session.symbols : nil) }
         guard session.name == "lab", let module = place.symbol?.module else { return nil }
-        guard let path = ModuleObjects().path(ofModule: module) else {
+        guard let path = ShippedModules().path(ofModule: module) else {
             writeError("note: no \(module).ko in the cached kernel package; checking the hunk's bytes only")
             return nil
         }
