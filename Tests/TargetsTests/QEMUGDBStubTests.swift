@@ -72,9 +72,9 @@ import TestSupport
     }
 
     /// Reads while the VM runs go out as interrupt, reads and `c` in one write; the write window's
-    /// stop carries the program counters and reads with the interrupt. Here every vCPU is in user
-    /// mode under PTI, so each of those kernel reads fails (E14) and must take the general route,
-    /// and the VM must be running again after every call (a late ack would stop it for good).
+    /// stop carries the program counters and reads with the interrupt. Here the vCPUs are mostly in
+    /// user mode under PTI, so those kernel reads usually fail (E14) and must take the general
+    /// route, and the VM must be running again after every call (a late ack would stop it for good).
     @Test func pipelinedStopsAndReadsInPassingUnderPTI() throws {
         let guest = try Guest()
         defer { guest.stop() }
@@ -100,7 +100,10 @@ import TestSupport
         before = after
         let snapshot = try target.stop(reading: [banner..<(banner + 0x10), (banner + 0x100)..<(banner + 0x110)])
         #expect(snapshot.contexts.count == 2)
-        #expect(snapshot.contexts.allSatisfy { $0.programCounter < 0x8000_0000_0000_0000 }, "init spins in user mode")
+        // Usually both vCPUs are in init's user-mode loop (then the queued reads fail with E14 and
+        // take the general route); now and then one is in the kernel (a timer tick, the TICK
+        // printer's write). Either way the bytes must be right.
+        #expect(snapshot.contexts.allSatisfy { $0.programCounter != 0 })
         #expect(snapshot.contents == [Array(reference[0..<0x10]), Array(reference[0x100..<0x110])])
         #expect(try !qmp.isRunning())
         let back = try target.write([MemoryBlock(address: banner, bytes: Array("Lunix".utf8)),
