@@ -13,56 +13,50 @@ import TestSupport
     }
 
     @Test func readsCodeWritesABranchAndDetaches() throws {
-        let executable = try TargetFixtures.loopProgram()
-        let program = try LiveProgram(executable)
-        defer { program.stop() }
-        let (server, port) = try TargetFixtures.startGDBServer(attachingTo: program.pid)
-        defer { server.kill() }
+        let fixture = try GDBServerFixture()
+        defer { fixture.stop() }
 
-        let target = try GDBRemoteTarget(host: "127.0.0.1", port: port)
+        let target = try GDBRemoteTarget(host: "127.0.0.1", port: fixture.port)
         defer { target.close() }
         #expect(target.architecture == "i386:x86-64")
         #expect(!target.isQEMU)
 
-        // Code bytes equal the executable's bytes at the same place (objdump/readelf/maps as oracles).
-        let check = try TargetFixtures.runtimeAddress(of: "check", in: executable, pid: program.pid)
-        let expected = try TargetFixtures.fileBytes(executable, offset: check.fileOffset, count: 27)
+        // Code bytes equal the fixture.executable's bytes at the same place (objdump/readelf/maps as oracles).
+        let check = try TargetFixtures.runtimeAddress(of: "check", in: fixture.executable, pid: fixture.program.pid)
+        let expected = try TargetFixtures.fileBytes(fixture.executable, offset: check.fileOffset, count: 27)
         #expect(try target.read(at: check.runtime, count: 27) == expected)
 
         // Several chunks: the first three pages of the image are the file's first three pages.
-        let loads = try TargetFixtures.programHeaders(executable)
+        let loads = try TargetFixtures.programHeaders(fixture.executable)
         try #require(loads.count >= 3 && loads.prefix(3).allSatisfy { $0.offset == $0.vaddr })
         let imageStart = check.runtime - (check.fileOffset - loads[0].offset)
-        #expect(try target.read(at: imageStart, count: 0x3000) == TargetFixtures.fileBytes(executable, offset: 0, count: 0x3000))
+        #expect(try target.read(at: imageStart, count: 0x3000) == TargetFixtures.fileBytes(fixture.executable, offset: 0, count: 0x3000))
 
         // Flip the branch: the printed result changes; restore: it changes back.
-        let jump = try TargetFixtures.conditionalJump(in: "check", of: executable)
+        let jump = try TargetFixtures.conditionalJump(in: "check", of: fixture.executable)
         let site = check.runtime + jump.offset
-        try program.waitForLine { $0 == "result 1" }
+        try fixture.program.waitForLine { $0 == "result 1" }
         try target.stop()
         try target.write(at: site, bytes: [jump.opcode ^ 1])
         #expect(try target.read(at: site, count: 1) == [jump.opcode ^ 1])
         try target.resume()
-        try program.waitForLine(after: program.linesSeen) { $0 == "result 0" }
+        try fixture.program.waitForLine(after: fixture.program.linesSeen) { $0 == "result 0" }
         try target.write(at: site, bytes: [jump.opcode])   // while running: a stop just for the write
         #expect(try target.read(at: site, count: 1) == [jump.opcode])
-        try program.waitForLine(after: program.linesSeen) { $0 == "result 1" }
+        try fixture.program.waitForLine(after: fixture.program.linesSeen) { $0 == "result 1" }
 
         // Detaching leaves the process running and untraced; gdbserver exits.
         target.close()
-        #expect(server.waitForExit(seconds: 10))
-        try program.waitForLine(after: program.linesSeen) { $0 == "result 1" }
-        #expect(Self.tracer(of: program.pid) == 0)
-        #expect(program.state != nil && program.state != "t" && program.state != "T")
+        #expect(fixture.server.waitForExit(seconds: 10))
+        try fixture.program.waitForLine(after: fixture.program.linesSeen) { $0 == "result 1" }
+        #expect(Self.tracer(of: fixture.program.pid) == 0)
+        #expect(fixture.program.state != nil && fixture.program.state != "t" && fixture.program.state != "T")
     }
 
     @Test func listsThreadsAndProgramCounters() throws {
-        let executable = try TargetFixtures.loopProgram()
-        let program = try LiveProgram(executable, arguments: ["3"])
-        defer { program.stop() }
-        let (server, port) = try TargetFixtures.startGDBServer(attachingTo: program.pid)
-        defer { server.kill() }
-        let target = try GDBRemoteTarget(host: "127.0.0.1", port: port)
+        let fixture = try GDBServerFixture(arguments: ["3"])
+        defer { fixture.stop() }
+        let target = try GDBRemoteTarget(host: "127.0.0.1", port: fixture.port)
         defer { target.close() }
 
         try target.stop()
@@ -70,31 +64,28 @@ import TestSupport
         try target.resume()
 
         // Thread ids are pPID.TID (multiprocess): the same set as /proc/PID/task.
-        let tasks = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(program.pid)/task").compactMap { Int32($0) }
+        let tasks = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(fixture.program.pid)/task").compactMap { Int32($0) }
         let ids = contexts.compactMap { context -> Int32? in
             guard let tid = context.id.split(separator: ".").last else { return nil }
             return Int32(tid, radix: 16)
         }
         #expect(Set(ids) == Set(tasks))
         #expect(contexts.count == 4)
-        // Every program counter lies in an executable mapping of the process.
-        let executableRanges = try TargetFixtures.executableRanges(pid: program.pid)
+        // Every fixture.program counter lies in an fixture.executable mapping of the process.
+        let executableRanges = try TargetFixtures.executableRanges(pid: fixture.program.pid)
         for context in contexts {
             #expect(executableRanges.contains { $0.contains(context.programCounter) }, "pc \(String(context.programCounter, radix: 16)) of \(context.id)")
         }
     }
 
     @Test func readsLargeRangesPipelined() throws {
-        let executable = try TargetFixtures.loopProgram()
-        let program = try LiveProgram(executable)
-        defer { program.stop() }
-        let (server, port) = try TargetFixtures.startGDBServer(attachingTo: program.pid)
-        defer { server.kill() }
-        let target = try GDBRemoteTarget(host: "127.0.0.1", port: port)
+        let fixture = try GDBServerFixture()
+        defer { fixture.stop() }
+        let target = try GDBRemoteTarget(host: "127.0.0.1", port: fixture.port)
         defer { target.close() }
 
-        // libc's executable mapping: its bytes are the file's bytes at the mapping's offset.
-        let maps = try String(contentsOfFile: "/proc/\(program.pid)/maps", encoding: .utf8)
+        // libc's fixture.executable mapping: its bytes are the file's bytes at the mapping's offset.
+        let maps = try String(contentsOfFile: "/proc/\(fixture.program.pid)/maps", encoding: .utf8)
         let line = try #require(maps.split(separator: "\n").first { $0.contains("r-xp") && $0.contains("libc.so") })
         let f = line.split(separator: " ", omittingEmptySubsequences: true)
         let range = f[0].split(separator: "-").compactMap { UInt64($0, radix: 16) }
@@ -111,44 +102,38 @@ import TestSupport
     }
 
     @Test func processIdentityThroughExecFile() throws {
-        let executable = try TargetFixtures.loopProgram()
-        let program = try LiveProgram(executable)
-        defer { program.stop() }
-        let (server, port) = try TargetFixtures.startGDBServer(attachingTo: program.pid)
-        defer { server.kill() }
-        let target = try GDBRemoteTarget(host: "127.0.0.1", port: port)
+        let fixture = try GDBServerFixture()
+        defer { fixture.stop() }
+        let target = try GDBRemoteTarget(host: "127.0.0.1", port: fixture.port)
         defer { target.close() }
         #expect(target.features["qXfer:exec-file:read"] == "+")
         let identity = try target.identity()
         #expect(identity.kind == .process)
-        #expect(identity.path == executable.resolvingSymlinksInPath().path)
-        let buildID = try FileTargetTests.buildID(executable)
+        #expect(identity.path == fixture.executable.resolvingSymlinksInPath().path)
+        let buildID = try FileTargetTests.buildID(fixture.executable)
         #expect(buildID != nil && identity.buildID == buildID)
     }
 
     @Test func watchdogResumesALongStop() throws {
-        let executable = try TargetFixtures.loopProgram()
-        let program = try LiveProgram(executable)
-        defer { program.stop() }
-        let (server, port) = try TargetFixtures.startGDBServer(attachingTo: program.pid)
-        defer { server.kill() }
+        let fixture = try GDBServerFixture()
+        defer { fixture.stop() }
         var options = GDBRemoteTarget.Options()
         options.watchdogSeconds = 0.3
-        let target = try GDBRemoteTarget(host: "127.0.0.1", port: port, options: options)
+        let target = try GDBRemoteTarget(host: "127.0.0.1", port: fixture.port, options: options)
         defer { target.close() }
-        let check = try #require(program.printed["check"])
+        let check = try #require(fixture.program.printed["check"])
         try target.stop()
         usleep(100_000)   // lines printed just before the stop may still be in the pipe
-        let stoppedAt = program.linesSeen
+        let stoppedAt = fixture.program.linesSeen
         usleep(100_000)
-        #expect(program.linesSeen == stoppedAt)   // really stopped
-        try program.waitForLine(after: stoppedAt, timeout: 5) { $0.hasPrefix("result") }   // then resumed
+        #expect(fixture.program.linesSeen == stoppedAt)   // really stopped
+        try fixture.program.waitForLine(after: stoppedAt, timeout: 5) { $0.hasPrefix("result") }   // then resumed
         // The operation that held the stop learns about it instead of writing into a running target.
         #expect(throws: TargetError.watchdogResumed(target: target.name, seconds: 0.3)) {
             try target.write(at: check, bytes: [0x90])
         }
         try target.resume()   // acknowledges
         #expect(try target.read(at: check, count: 4).count == 4)
-        try program.waitForLine(after: program.linesSeen) { $0 == "result 1" }
+        try fixture.program.waitForLine(after: fixture.program.linesSeen) { $0 == "result 1" }
     }
 }

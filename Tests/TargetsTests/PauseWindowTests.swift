@@ -47,15 +47,12 @@ import TestSupport
     }
 
     @Test func gdbserverCycle() throws {
-        let executable = try TargetFixtures.loopProgram()
-        let program = try LiveProgram(executable)
-        defer { program.stop() }
-        let (server, port) = try TargetFixtures.startGDBServer(attachingTo: program.pid)
-        defer { server.kill() }
-        let target = try GDBRemoteTarget(host: "127.0.0.1", port: port)
+        let fixture = try GDBServerFixture()
+        defer { fixture.stop() }
+        let target = try GDBRemoteTarget(host: "127.0.0.1", port: fixture.port)
         defer { target.close() }
-        let site = try #require(program.printed["check"])
+        let site = try #require(fixture.program.printed["check"])
         #expect(Self.report("gdbserver", try Self.cycles(target, at: site)) < 100)
-        try program.waitForLine(after: program.linesSeen) { $0 == "result 1" }
+        try fixture.program.waitForLine(after: fixture.program.linesSeen) { $0 == "result 1" }
     }
 }

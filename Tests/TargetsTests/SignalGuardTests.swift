@@ -36,30 +36,27 @@ import TestSupport
     }
 
     @Test func signalDetachesAStoppedGDBTarget() throws {
-        let executable = try TargetFixtures.loopProgram()
-        let program = try LiveProgram(executable)
-        defer { program.stop() }
-        let (server, port) = try TargetFixtures.startGDBServer(attachingTo: program.pid)
-        defer { server.kill() }
+        let fixture = try GDBServerFixture()
+        defer { fixture.stop() }
         let guardian = try SignalGuard.install(signals: [SIGUSR2], reraise: false)
         defer { guardian.uninstall() }
         var options = GDBRemoteTarget.Options()
         options.watchdogSeconds = nil
-        let target = try GDBRemoteTarget(host: "127.0.0.1", port: port, options: options)
+        let target = try GDBRemoteTarget(host: "127.0.0.1", port: fixture.port, options: options)
         defer { target.close() }
         guardian.protect(target)
 
         try target.stop()
         // Lines printed just before the stop may still be in the pipe: let the reader drain them.
         usleep(100_000)
-        let stoppedAt = program.linesSeen
+        let stoppedAt = fixture.program.linesSeen
         usleep(50_000)
-        #expect(program.linesSeen == stoppedAt)
+        #expect(fixture.program.linesSeen == stoppedAt)
         kill(getpid(), SIGUSR2)
         #expect(Self.waitUntil(5) { guardian.handledSignals == [SIGUSR2] })
-        #expect(server.waitForExit(seconds: 10))   // detached: gdbserver's only process is gone
-        try program.waitForLine(after: program.linesSeen) { $0 == "result 1" }
-        #expect(GDBRemoteTargetTests.tracer(of: program.pid) == 0)
+        #expect(fixture.server.waitForExit(seconds: 10))   // detached: gdbserver's only process is gone
+        try fixture.program.waitForLine(after: fixture.program.linesSeen) { $0 == "result 1" }
+        #expect(GDBRemoteTargetTests.tracer(of: fixture.program.pid) == 0)
     }
 
     @Test func oneGuardPerProcessAndUninstallRestores() throws {

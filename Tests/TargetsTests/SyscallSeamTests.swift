@@ -165,11 +165,8 @@ import TestSupport
     /// writes, a corrupted outgoing checksum (gdbserver answers '-', we resend) and a corrupted
     /// incoming packet (we answer '-', gdbserver resends).
     @Test func gdbConversationSurvivesInjectedFaults() throws {
-        let executable = try TargetFixtures.loopProgram()
-        let program = try LiveProgram(executable)
-        defer { program.stop() }
-        let (server, port) = try TargetFixtures.startGDBServer(attachingTo: program.pid)
-        defer { server.kill() }
+        let fixture = try GDBServerFixture()
+        defer { fixture.stop() }
 
         final class Faults: @unchecked Sendable {
             let lock = NSLock()
@@ -214,14 +211,14 @@ import TestSupport
             if writes % 4 == 0 { return -Int(EAGAIN) }
             return copy.withUnsafeBytes { SyscallTable.system.write(fd, $0.baseAddress!, count) }
         }
-        let target = try GDBRemoteTarget(host: "127.0.0.1", port: port, kernel: nil, options: .init(), syscalls: Syscalls(table))
+        let target = try GDBRemoteTarget(host: "127.0.0.1", port: fixture.port, kernel: nil, options: .init(), syscalls: Syscalls(table))
         defer { target.close() }
-        let check = try TargetFixtures.runtimeAddress(of: "check", in: executable, pid: program.pid)
-        #expect(try target.read(at: check.runtime, count: 27) == TargetFixtures.fileBytes(executable, offset: check.fileOffset, count: 27))
+        let check = try TargetFixtures.runtimeAddress(of: "check", in: fixture.executable, pid: fixture.program.pid)
+        #expect(try target.read(at: check.runtime, count: 27) == TargetFixtures.fileBytes(fixture.executable, offset: check.fileOffset, count: 27))
         #expect(faults.corruptedOut && faults.resentQSupported >= 2)   // gdbserver's '-' made us resend
         #expect(faults.corruptedIn && faults.naksSent >= 1)            // our '-' made gdbserver resend
         target.close()
-        #expect(server.waitForExit(seconds: 10))
-        #expect(GDBRemoteTargetTests.tracer(of: program.pid) == 0)
+        #expect(fixture.server.waitForExit(seconds: 10))
+        #expect(GDBRemoteTargetTests.tracer(of: fixture.program.pid) == 0)
     }
 }

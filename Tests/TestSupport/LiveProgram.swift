@@ -280,3 +280,29 @@ public enum TargetFixtures {
         throw Fixtures.Failure("gdbserver never listened on port \(port)")
     }
 }
+
+/// The loop program (`targets_loop.c`) running under gdbserver: where the GDB protocol tests
+/// start. `stop()` kills gdbserver, then the program.
+public final class GDBServerFixture {
+    public let executable: URL
+    public let program: LiveProgram
+    public let server: Spawned
+    public let port: UInt16
+
+    /// `arguments` go to the program (its number of extra threads).
+    public init(arguments: [String] = []) throws {
+        executable = try TargetFixtures.loopProgram()
+        program = try LiveProgram(executable, arguments: arguments)
+        do {
+            (server, port) = try TargetFixtures.startGDBServer(attachingTo: program.pid)
+        } catch {
+            program.stop()
+            throw error
+        }
+    }
+
+    public func stop() {
+        server.kill()
+        program.stop()
+    }
+}
