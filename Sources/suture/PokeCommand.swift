@@ -29,16 +29,10 @@ struct PokeCommand: ParsableCommand {
         try running("poke") {
             guard let expected = Hex.parseBytes(expect) else { throw ValidationError("--expect: not hex bytes: \(expect)") }
             guard let replacement = Hex.parseBytes(write) else { throw ValidationError("--write: not hex bytes: \(write)") }
-            let session = try targetOptions.open()
-            let place = try session.resolve(expression)
-            let reference = try referenceOptions.reference(for: place, session: session)
-            if let reference { print("whole function checked against \(reference.path)") }
-            let bundle = try HandPatch(target: session.target, symbols: session.symbols, reference: reference)
-                .poke(at: place.address, expected: expected, replacement: replacement)
-            try save.map { try bundle.save(path: $0) }
-            let result = try session.engine(journal: targetOptions.journal)
-                .apply(bundle, options: try writeOptions.preflightOptions(), dryRun: writeOptions.dryRun)
-            print(PatchReport.apply(result, target: session.name))
+            try applyHandPatch(at: expression, save: save, targetOptions: targetOptions, writeOptions: writeOptions,
+                               referenceOptions: referenceOptions) { patch, address in
+                try patch.poke(at: address, expected: expected, replacement: replacement)
+            }
         }
     }
 }
@@ -60,17 +54,27 @@ struct FlipCommand: ParsableCommand {
 
     func run() throws {
         try running("flip") {
-            let session = try targetOptions.open()
-            let place = try session.resolve(expression)
-            let reference = try referenceOptions.reference(for: place, session: session)
-            if let reference { print("whole function checked against \(reference.path)") }
-            let bundle = try HandPatch(target: session.target, symbols: session.symbols, reference: reference)
-                .flip(at: place.address)
-            try save.map { try bundle.save(path: $0) }
-            print(bundle.description ?? "")
-            let result = try session.engine(journal: targetOptions.journal)
-                .apply(bundle, options: try writeOptions.preflightOptions(), dryRun: writeOptions.dryRun)
-            print(PatchReport.apply(result, target: session.name))
+            try applyHandPatch(at: expression, save: save, targetOptions: targetOptions, writeOptions: writeOptions,
+                               referenceOptions: referenceOptions, describe: true) { patch, address in
+                try patch.flip(at: address)
+            }
         }
     }
+}
+
+/// What poke and flip share: resolve EXPR on the target, make the one-hunk bundle (checked whole
+/// against a reference object when there is one), save it if asked, and apply it through the engine.
+private func applyHandPatch(at expression: String, save: String?, targetOptions: TargetOptions, writeOptions: WriteOptions,
+                            referenceOptions: ReferenceOptions, describe: Bool = false,
+                            make: (HandPatch, UInt64) throws -> PatchBundle) throws {
+    let session = try targetOptions.open()
+    let place = try session.resolve(expression)
+    let reference = try referenceOptions.reference(for: place, session: session)
+    if let reference { print("whole function checked against \(reference.path)") }
+    let bundle = try make(HandPatch(target: session.target, symbols: session.symbols, reference: reference), place.address)
+    try save.map { try bundle.save(path: $0) }
+    if describe { print(bundle.description ?? "") }
+    let result = try session.engine(journal: targetOptions.journal)
+        .apply(bundle, options: try writeOptions.preflightOptions(), dryRun: writeOptions.dryRun)
+    print(PatchReport.apply(result, target: session.name))
 }
