@@ -39,7 +39,7 @@ let package = Package(
         .testTarget(name: "ELFTests", dependencies: ["ELF", "TestSupport"]),
         .testTarget(name: "SymbolsTests", dependencies: ["Symbols", "TestSupport"]),
         .testTarget(name: "DisassemblyTests", dependencies: ["Disassembly", "TestSupport"]),
-        .testTarget(name: "TargetsTests", dependencies: ["Targets", "TestSupport"]),
+        .testTarget(name: "TargetsTests", dependencies: ["Targets", "Lab", "TestSupport"]),
         .testTarget(name: "PatchingTests", dependencies: ["Patching", "Targets", "Symbols", "Disassembly", "TestSupport"]),
         .testTarget(name: "LabTests", dependencies: ["Lab", "TestSupport"]),
         .testTarget(name: "SutureEndToEndTests", dependencies: ["TestSupport"]),

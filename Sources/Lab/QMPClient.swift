@@ -7,6 +7,8 @@ import Foundation
 final class QMPClient {
     private let connection: SocketConnection
     private var pending: [UInt8] = []
+    /// Event lines read while waiting for a command's reply, for `events(quietFor:)`.
+    private var events: [String] = []
 
     init(socketPath: String, timeout: Double = 2) throws(LabError) {
         connection = try SocketConnection.connectUnix(socketPath, timeout: timeout)
@@ -28,13 +30,15 @@ final class QMPClient {
             if message.contains("\"error\"") {
                 throw .qmpProtocol(socket: connection.name, expected: "a reply to \(command)", found: message)
             }
-            // An event: keep reading.
+            // An event: kept for events(quietFor:), and keep reading.
+            events.append(message)
         }
     }
 
     /// The lines that arrive until none has for `quietFor` seconds (events, between commands).
     func events(quietFor: Double) throws(LabError) -> [String] {
-        var lines: [String] = []
+        var lines = events
+        events = []
         while true {
             if let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
                 lines.append(String(decoding: pending[..<newline], as: UTF8.self))

@@ -18,8 +18,13 @@ public final class VMRunStateLog {
     private var stoppedAt: Double?
     private var pauses: [Pause] = []
 
-    public init(state: LabState, timeout: Double = 2) throws(LabError) {
-        client = try QMPClient(socketPath: state.qmpSocket, timeout: timeout)
+    public convenience init(state: LabState, timeout: Double = 2) throws(LabError) {
+        try self.init(socket: state.qmpSocket, timeout: timeout)
+    }
+
+    /// Any QEMU started with `-qmp unix:PATH,server=on,wait=off`.
+    public init(socket: String, timeout: Double = 2) throws(LabError) {
+        client = try QMPClient(socketPath: socket, timeout: timeout)
     }
 
     /// True when QEMU reports the VM running (`query-status`).

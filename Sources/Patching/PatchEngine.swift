@@ -458,18 +458,20 @@ public struct PauseWindow: Sendable, Hashable {
         self.endedAt = endedAt
     }
 
+    /// The realtime clock in seconds since 1970, as `startedAt` and `endedAt` use it.
+    public static func realtime() -> Double {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
+    }
+
     /// Started just before `stop()`; `stop()` on it gives the window.
     struct Stopwatch {
         let start = DispatchTime.now().uptimeNanoseconds
-        let realStart = Self.realtime()
+        let realStart = PauseWindow.realtime()
         func stop() -> PauseWindow {
             let end = DispatchTime.now().uptimeNanoseconds
-            return PauseWindow(microseconds: Double(end - start) / 1000, startedAt: realStart, endedAt: Self.realtime())
-        }
-        static func realtime() -> Double {
-            var now = timespec()
-            clock_gettime(CLOCK_REALTIME, &now)
-            return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
+            return PauseWindow(microseconds: Double(end - start) / 1000, startedAt: realStart, endedAt: PauseWindow.realtime())
         }
     }
 }

@@ -452,10 +452,8 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
         let list = threads
         var requests = Self.registerRequests(list)
         for range in ranges {
-            var m: [UInt8] = [UInt8(ascii: "m")]
-            HexCodec.appendNumber(range.lowerBound, to: &m)
-            m.append(UInt8(ascii: ","))
-            HexCodec.appendNumber(UInt64(range.count), to: &m)
+            var m: [UInt8] = []
+            Self.appendMemoryRequest("m", address: range.lowerBound, count: range.count, to: &m)
             requests.append(m)
         }
         var replies = [[UInt8]](repeating: [], count: requests.count)
@@ -530,12 +528,7 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
         try guarded { () throws(TargetError) in
             try c.exchange(count: chunks.count, window: chunks.count, context: "interrupt, \(chunks.count) reads and continue",
                            prefix: [0x03], then: "c",
-                           request: { i, out in
-                               out.append(UInt8(ascii: "m"))
-                               HexCodec.appendNumber(chunks[i].address, to: &out)
-                               out.append(UInt8(ascii: ","))
-                               HexCodec.appendNumber(UInt64(chunks[i].count), to: &out)
-                           },
+                           request: { i, out in Self.appendMemoryRequest("m", address: chunks[i].address, count: chunks[i].count, to: &out) },
                            reply: { i in
                                let chunk = chunks[i]
                                if let bytes = Self.memory(inReply: c.packet, count: chunk.count) {
@@ -575,10 +568,7 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
                        context: "M and m for \(blocks.count) blocks", holdAcks: true,
                        request: { i, out in
                            let block = blocks[i % blocks.count]
-                           out.append(UInt8(ascii: i < blocks.count ? "M" : "m"))
-                           HexCodec.appendNumber(block.address, to: &out)
-                           out.append(UInt8(ascii: ","))
-                           HexCodec.appendNumber(UInt64(block.bytes.count), to: &out)
+                           Self.appendMemoryRequest(i < blocks.count ? "M" : "m", address: block.address, count: block.bytes.count, to: &out)
                            if i < blocks.count {
                                out.append(UInt8(ascii: ":"))
                                HexCodec.append(block.bytes[...], to: &out)
@@ -615,6 +605,14 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
             contexts.append(ExecutionContext(id: thread, programCounter: try programCounter(in: registers, thread: thread)))
         }
         return contexts
+    }
+
+    /// `m ADDR,LEN` or `M ADDR,LEN` (the caller appends `:DATA`), in hex as the protocol wants.
+    static func appendMemoryRequest(_ verb: Unicode.Scalar, address: UInt64, count: Int, to out: inout [UInt8]) {
+        out.append(UInt8(ascii: verb))
+        HexCodec.appendNumber(address, to: &out)
+        out.append(UInt8(ascii: ","))
+        HexCodec.appendNumber(UInt64(count), to: &out)
     }
 
     /// The bytes of an `m` reply when it holds exactly `count` of them (not an error, not short).
@@ -801,10 +799,7 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
                                context: "m \(Hex.address(base &+ UInt64(range.lowerBound))),\(Hex.address(UInt64(range.count)))",
                     request: { i, payload in
                         let offset = range.lowerBound + i * Self.readChunk
-                        payload.append(UInt8(ascii: "m"))
-                        HexCodec.appendNumber(base &+ UInt64(offset), to: &payload)
-                        payload.append(UInt8(ascii: ","))
-                        HexCodec.appendNumber(UInt64(min(Self.readChunk, range.upperBound - offset)), to: &payload)
+                        Self.appendMemoryRequest("m", address: base &+ UInt64(offset), count: min(Self.readChunk, range.upperBound - offset), to: &payload)
                     },
                     reply: { i throws(TargetError) -> Bool in
                         guard failure == nil else { return false }
@@ -846,10 +841,7 @@ public final class GDBRemoteTarget: MemoryTarget, @unchecked Sendable {
             request: { i, payload in
                 let offset = range.lowerBound + i * chunk
                 let length = min(chunk, range.upperBound - offset)
-                payload.append(UInt8(ascii: "M"))
-                HexCodec.appendNumber(base &+ UInt64(offset), to: &payload)
-                payload.append(UInt8(ascii: ","))
-                HexCodec.appendNumber(UInt64(length), to: &payload)
+                Self.appendMemoryRequest("M", address: base &+ UInt64(offset), count: length, to: &payload)
                 payload.append(UInt8(ascii: ":"))
                 HexCodec.append(bytes[offset..<offset + length], to: &payload)
             },

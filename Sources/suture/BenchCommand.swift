@@ -43,22 +43,18 @@ struct BenchCommand: ParsableCommand {
                 var applies: [PauseWindow] = [], reverts: [PauseWindow] = []
                 var applyCalls: [ClosedRange<Double>] = [], revertCalls: [ClosedRange<Double>] = []
                 for _ in 0..<max(1, cycles) {
-                    var start = Self.realtime()
+                    var start = PauseWindow.realtime()
                     if let p = try engine.apply(bundle).pause { applies.append(p) }
-                    applyCalls.append(start...Self.realtime())
-                    start = Self.realtime()
+                    applyCalls.append(start...PauseWindow.realtime())
+                    start = PauseWindow.realtime()
                     if let p = try engine.revert(id: bundle.id).pause { reverts.append(p) }
-                    revertCalls.append(start...Self.realtime())
+                    revertCalls.append(start...PauseWindow.realtime())
                 }
                 print("pause window on \(session.name), \(bundle.description ?? ""), \(cycles) cycles (µs):")
                 print(Self.summary("apply  (client: stop sent → resume sent)", applies.map(\.microseconds)))
                 print(Self.summary("revert (client: stop sent → resume sent)", reverts.map(\.microseconds)))
                 guard let vmLog else { return }
                 let pauses = try vmLog.pauses(settle: 0.2)
-                if ProcessInfo.processInfo.environment["SUTURE_BENCH_DEBUG"] != nil {
-                    for p in pauses.prefix(8) { print(String(format: "qemu %.6f → %.6f", p.stoppedAt, p.resumedAt)) }
-                    for w in applies.prefix(4) { print(String(format: "apply %.6f → %.6f", w.startedAt, w.endedAt)) }
-                }
                 for (label, windows, calls) in [("apply ", applies, applyCalls), ("revert", reverts, revertCalls)] {
                     // The write's own stop is the one QEMU recorded inside the client's window.
                     let matched = windows.compactMap { w in pauses.first { $0.stoppedAt >= w.startedAt && $0.stoppedAt <= w.endedAt } }
@@ -70,12 +66,6 @@ struct BenchCommand: ParsableCommand {
                           + "  stops per command: \(counts.first ?? 0)–\(counts.last ?? 0)")
                 }
             }
-        }
-
-        static func realtime() -> Double {
-            var now = timespec()
-            clock_gettime(CLOCK_REALTIME, &now)
-            return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
         }
 
         static func summary(_ label: String, _ values: [Double]) -> String {

@@ -1,5 +1,6 @@
 import Foundation
 import Symbols
+import Lab
 import Testing
 import TestSupport
 @testable import Targets
@@ -81,21 +82,20 @@ import TestSupport
         let (symbols, banner) = try guest.spinning()
         let target = try GDBRemoteTarget(host: "127.0.0.1", port: guest.port, symbols: symbols)
         defer { target.close() }
-        let qmp = try QMPMonitor(socket: guest.qmpSocket)
+        let qmp = try VMRunStateLog(socket: guest.qmpSocket)
         try target.stop()
         let reference = try target.read(at: banner, count: 0x1800)
         try target.resume()
 
-        var before = try qmp.runStateEvents()
+        var before = try qmp.pauses().count
         for _ in 0..<5 {
             let parts = try target.read(ranges: [banner..<(banner + 0x40), (banner + 0x40)..<(banner + 0x1800)])
             #expect(Array(parts.joined()) == reference)
             #expect(try qmp.isRunning(), "a read left the VM stopped")
         }
-        var after = try qmp.runStateEvents()
-        #expect(after.stops - before.stops == after.resumes - before.resumes)
+        var after = try qmp.pauses(settle: 0.2).count
         // Each read: one stop in passing, and (E14 here) one more through the general route.
-        #expect(after.stops - before.stops <= 10)
+        #expect(after - before <= 10)
 
         before = after
         let snapshot = try target.stop(reading: [banner..<(banner + 0x10), (banner + 0x100)..<(banner + 0x110)])
@@ -113,9 +113,8 @@ import TestSupport
         #expect(restored == [Array(reference[0..<0x110])])
         try target.resume()
         #expect(try qmp.isRunning())
-        after = try qmp.runStateEvents()
-        #expect(after.stops - before.stops == 1, "the snapshot, the writes and the read-backs share one stop")
-        #expect(after.resumes - before.resumes == 1)
+        after = try qmp.pauses(settle: 0.2).count
+        #expect(after - before == 1, "the snapshot, the writes and the read-backs share one stop")
         #expect(try target.read(at: banner, count: 0x1800) == reference)
 
         // Reads that are too large to go in passing still leave the VM running.
