@@ -138,9 +138,7 @@ public struct PatchEngine {
                              address: $0.address, function: symbols?.function(containing: $0.address))
             }
             // The hunks and their functions in one read (one short stop of a VM).
-            let memory = try PrefetchedMemory(target: target, ranges: resolved.map(\.range) + resolved.compactMap { h in
-                h.function.flatMap { f in f.size.flatMap { $0 > 0 && $0 <= Preflight.prefetchedFunctionLimit ? f.address..<(f.address + $0) : nil } }
-            })
+            let memory = try PrefetchedMemory(target: target, ranges: Preflight.hunkAndFunctionRanges(resolved))
             for h in patch.hunks {
                 let live = try memory.read(at: h.address, count: h.replacement.count)
                 if live != h.replacement && !force {

@@ -76,6 +76,14 @@ public struct Preflight {
     /// Functions larger than this are read when the boundary check needs them, not fetched ahead.
     static let prefetchedFunctionLimit: UInt64 = 64 << 10
 
+    /// What the byte and boundary checks read: each hunk, and the function it lies in.
+    static func hunkAndFunctionRanges(_ hunks: [ResolvedHunk]) -> [Range<UInt64>] {
+        hunks.map(\.range) + hunks.compactMap { h in
+            guard let f = h.function, let size = f.size, size > 0, size <= prefetchedFunctionLimit else { return nil }
+            return f.address..<(f.address + size)
+        }
+    }
+
     public init(target: MemoryTarget, architecture: Architecture, options: PreflightOptions) {
         self.target = target
         self.architecture = architecture
@@ -87,12 +95,7 @@ public struct Preflight {
         findings.append(try IdentityCheck(expected: bundle.target).run(on: target))
         // Everything the checks below read, in one go: the hunks, the functions they sit in (for
         // the boundaries) and the whole-function images.
-        var ranges = hunks.map(\.range)
-        for h in hunks {
-            if let f = h.function, let size = f.size, size > 0, size <= Self.prefetchedFunctionLimit {
-                ranges.append(f.address..<(f.address + size))
-            }
-        }
+        var ranges = Self.hunkAndFunctionRanges(hunks)
         for image in bundle.functions ?? [] {
             if let symbol = try? symbols?.resolve(name: image.symbol, module: image.module, ordinal: image.ordinal) {
                 ranges.append(symbol.address..<(symbol.address + UInt64(image.bytes.count)))
